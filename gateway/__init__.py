@@ -1,0 +1,160 @@
+"""Command Code Gateway: OpenAI- and Anthropic-compatible APIs over a Command Code plan.
+
+``create_app(config=None)`` builds the Flask app.  Everything that can be done once is done
+here, at startup: the configuration is read and validated, the catalog indexed, the upstream
+headers built; a request only decodes, sends and relays.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+
+from . import config as config_mod
+from . import errors
+from .catalog import Catalog
+from .images import RemoteImages
+from .transport import Transport
+from .upstream.cli import CliRoute
+from .usage import UsageStore
+
+log = logging.getLogger("gateway")
+
+_PUBLIC_ENDPOINTS = {"meta.health"}
+_ALLOW_HEADERS = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta"
+
+
+class Gateway:
+    """The per-process state the views share (kept in ``app.extensions["gateway"]``)."""
+
+    def __init__(self, cfg: dict):
+        self.config = cfg
+        self.catalog = Catalog.load(cfg["exclude_models"])
+        self.models_payload = [m.as_openai() for m in self.catalog.models]
+        self.images = RemoteImages(cfg["fetch_remote_images"],
+                                   int(cfg["remote_image_max_mb"] * 1024 * 1024),
+                                   cfg["remote_image_timeout"])
+        cc = cfg["commandcode"]
+        self.transport = Transport(cc["connect_timeout"], cc["idle_timeout"])
+        self.route = CliRoute(cfg, self.transport)
+        self.usage = UsageStore(cfg["usage_file"])
+        self.keepalive_interval = cfg["keepalive_interval"]
+        self.local_keys = [k.encode() for k in config_mod.local_keys(cfg)]
+
+    def authorized(self, presented: str | None) -> bool:
+        """Constant-time comparison against every local key (no early exit on a match)."""
+        if not presented:
+            return False
+        candidate = presented.encode()
+        ok = False
+        for key in self.local_keys:
+            ok |= hmac.compare_digest(candidate, key)
+        return ok
+
+
+def _flavor() -> str:
+    if request.blueprint == "anthropic" or request.path.startswith("/v1/messages"):
+        return errors.ANTHROPIC
+    return errors.OPENAI
+
+
+def _presented_key() -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("x-api-key") or None
+
+
+def _install_cors(app: Flask, origins: str) -> None:
+    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    if not allowed:
+        return
+
+    def origin_header() -> str | None:
+        if "*" in allowed:
+            return "*"
+        origin = request.headers.get("Origin")
+        return origin if origin in allowed else None
+
+    @app.after_request
+    def add_cors(resp):
+        value = origin_header()
+        if value:
+            resp.headers["Access-Control-Allow-Origin"] = value
+            resp.headers["Access-Control-Expose-Headers"] = "Retry-After"
+            if value != "*":
+                resp.headers.add("Vary", "Origin")
+        return resp
+
+
+def _install_handlers(app: Flask, gw: Gateway) -> None:
+    @app.before_request
+    def preflight_and_auth():
+        if request.method == "OPTIONS":       # CORS preflight: browsers send it without credentials
+            resp = app.make_response(("", 204))
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Headers"] = (
+                request.headers.get("Access-Control-Request-Headers") or _ALLOW_HEADERS)
+            resp.headers["Access-Control-Max-Age"] = "86400"
+            return resp
+        if request.endpoint in _PUBLIC_ENDPOINTS:
+            return None
+        if not gw.authorized(_presented_key()):
+            raise errors.AuthenticationFailed(
+                "Missing or invalid API key: send the gateway's local key as 'Authorization: "
+                "Bearer <key>' or 'x-api-key: <key>'")
+        return None
+
+    @app.errorhandler(errors.GatewayError)
+    def gateway_error(err: errors.GatewayError):
+        if err.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, err.status, err.code)
+        return errors.error_response(err, _flavor())
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code == 404:
+            err = errors.NotFound(f"Unknown endpoint: {request.method} {request.path}",
+                                  code="unknown_url")
+        elif exc.code == 405:
+            err = errors.MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
+                                          code="method_not_allowed")
+        elif exc.code == 413:
+            err = errors.RequestTooLarge(
+                f"the request body is larger than {gw.config['max_body_mb']:g} MB "
+                "(max_body_mb in the gateway's config)")
+        else:
+            err = errors.error_for_status(exc.code or 500, exc.description or exc.name)
+        return errors.error_response(err, _flavor())
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return errors.error_response(errors.GatewayError("internal gateway error",
+                                                         code="internal_error"), _flavor())
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app from ``config`` (a dict of overrides, as in config.yaml) or from the
+    configuration file and environment when ``config`` is None."""
+    cfg = config_mod.load() if config is None else config_mod.validate(config)
+    logging.basicConfig(level=cfg["log_level"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_mb"] * 1024 * 1024)
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    gw = Gateway(cfg)
+    app.extensions["gateway"] = gw
+    if not gw.config["commandcode"]["api_key"]:
+        log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
+                    "/health and /v1/models work, model calls will fail until then")
+
+    from .views import meta, openai
+    app.register_blueprint(meta.bp)
+    app.register_blueprint(openai.bp)
+    _install_cors(app, cfg["cors_origins"])
+    _install_handlers(app, gw)
+    return app

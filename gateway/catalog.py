@@ -1,0 +1,118 @@
+"""The model catalog: which ids exist, what each accepts, and how loose names resolve.
+
+Upstream has no model list on the CLI route, so the catalog ships as data (``models.json``, the
+table of the CLI release we follow).  Ids are case-sensitive on the wire, so every name a client
+sends is resolved to the exact catalog spelling here, once, before anything is sent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from . import errors
+
+EFFORT_ORDER = ("low", "medium", "high", "xhigh", "max")
+_DATE_SUFFIX = re.compile(r"[-@]\d{8}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: str
+    vision: bool
+    efforts: tuple[str, ...]
+    context: int
+    max_output: int | None
+    min_plan: str | None
+
+    def as_openai(self) -> dict:
+        """The ``/v1/models`` entry: the OpenAI fields plus what a client needs to pick a model."""
+        return {"id": self.id, "object": "model", "created": 0, "owned_by": self.owner,
+                "context_length": self.context, "max_output_tokens": self.max_output,
+                "vision": self.vision, "reasoning_efforts": list(self.efforts),
+                "min_plan": self.min_plan}
+
+    @property
+    def owner(self) -> str:
+        if "/" in self.id:
+            return self.id.split("/", 1)[0]
+        return "anthropic" if self.id.startswith("claude") else "openai" if self.id.startswith("gpt") else "commandcode"
+
+
+def _short(model_id: str) -> str:
+    return model_id.rsplit("/", 1)[-1]
+
+
+class Catalog:
+    """Lookup tables built once at startup; resolution is a few dict hits per request."""
+
+    def __init__(self, models: list[Model], aliases: dict[str, str], exclude: list[str] = ()):
+        self._exclude = tuple(p.lower() for p in exclude if p)
+        self.models = [m for m in models if not self.excluded(m.id)]
+        self._by_id = {m.id: m for m in models}
+        self._by_lower = {m.id.lower(): m.id for m in models}
+        self._aliases = {k.lower(): v for k, v in aliases.items()}
+        shorts: dict[str, list[str]] = {}
+        for m in models:
+            shorts.setdefault(_short(m.id).lower(), []).append(m.id)
+        # a short name resolves only when it is unambiguous
+        self._by_short = {k: v[0] for k, v in shorts.items() if len(v) == 1}
+
+    @classmethod
+    def load(cls, exclude: list[str] = ()) -> "Catalog":
+        path = os.path.join(os.path.dirname(__file__), "models.json")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        models = [Model(m["id"], m["vision"], tuple(m["efforts"]), m["context"], m["max_output"],
+                        m["min_plan"]) for m in data["models"]]
+        return cls(models, data["aliases"], exclude)
+
+    def excluded(self, model_id: str) -> bool:
+        return _short(model_id).lower().startswith(self._exclude) if self._exclude else False
+
+    def _lookup(self, name: str) -> str | None:
+        low = name.lower()
+        for table in (self._by_lower, self._aliases, self._by_short):
+            if low in table:
+                return table[low]
+        return None
+
+    def resolve(self, name: str) -> Model | None:
+        """The catalog model for a client's name, or None when unknown or excluded.
+
+        Tried in order: exact id, case-insensitive id, the CLI's aliases, the short name after
+        the last ``/``; each once as sent and once without a ``-YYYYMMDD``/``@YYYYMMDD`` suffix.
+        """
+        model = self._by_id.get(name)
+        if model is None:
+            found = self._lookup(name)
+            if found is None:
+                stripped = _DATE_SUFFIX.sub("", name)
+                found = self._lookup(stripped) if stripped != name else None
+            model = self._by_id.get(found) if found else None
+        if model is None or self.excluded(model.id):
+            return None
+        return model
+
+
+def require(catalog: "Catalog", name: str, param: str = "model") -> Model:
+    """Like :meth:`Catalog.resolve`, but an unknown or excluded model is a 404 naming it."""
+    model = catalog.resolve(name)
+    if model is None:
+        raise errors.NotFound(f"The model '{name}' does not exist or is not available on this "
+                              "gateway (GET /v1/models lists the ones that are)",
+                              code="model_not_found", param=param)
+    return model
+
+
+def clamp_effort(model: Model, effort: str) -> str | None:
+    """The model's supported effort nearest to ``effort`` (ties go up); None if it takes none."""
+    if not model.efforts:
+        return None
+    if effort in model.efforts:
+        return effort
+    want = EFFORT_ORDER.index(effort) if effort in EFFORT_ORDER else 0   # none/minimal -> lowest
+    ranked = sorted(model.efforts, key=lambda e: (abs(EFFORT_ORDER.index(e) - want),
+                                                 -EFFORT_ORDER.index(e)))
+    return ranked[0]

@@ -1,0 +1,1 @@
+"""Client wire formats: each decodes requests into the canonical model and encodes events out."""

@@ -1,0 +1,256 @@
+"""Configuration: a YAML file, environment overrides for PaaS, and strict validation.
+
+The file format is the one of cmdcode2apipy (the gateway this project replaces) so its users can
+bring their files unchanged; the extra keys are all optional.  Validation is strict on purpose: a
+typo such as ``comandcode:`` would otherwise silently fall back to a default, so an unknown key, a
+wrong type or unparsable YAML stops startup with one line that names the field (and never its
+value, which may be a secret).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import secrets
+import tempfile
+
+import yaml
+
+log = logging.getLogger("gateway.config")
+
+DEFAULT_BASE_URL = "https://api.commandcode.ai"
+#: The CLI release upstream-protocol.md was read from; sent as ``x-command-code-version``.
+DEFAULT_CLI_VERSION = "1.64.0"
+
+DEFAULTS: dict = {
+    "api_key": None,            # local key clients must send (or api_keys: [...])
+    "api_keys": [],
+    "commandcode": {
+        "api_key": None,        # the Command Code key (user_...)
+        "base_url": DEFAULT_BASE_URL,
+        "cli_version": DEFAULT_CLI_VERSION,
+        "connect_timeout": 10.0,    # seconds to open the upstream connection
+        "idle_timeout": 900.0,      # seconds of upstream silence before we give up (reasoning can stall for minutes)
+    },
+    "host": "localhost",
+    "port": 11434,
+    "exclude_models": [],
+    "usage_file": "usage.json",
+    "fetch_remote_images": False,   # fetch http(s) image URLs (never private/loopback addresses)
+    "remote_image_max_mb": 10,
+    "remote_image_timeout": 10.0,
+    "keepalive_interval": 15.0,     # seconds of upstream silence between SSE keep-alives
+    "max_body_mb": 50,              # request body limit (base64 images are large)
+    "cors_origins": "*",            # Access-Control-Allow-Origin; "" disables CORS headers
+    "log_level": "info",
+}
+
+_NUMBER = (int, float)
+#: The type each leaf must have; a dict means a nested section.
+_SCHEMA: dict = {
+    "api_key": (str, type(None)),
+    "api_keys": list,
+    "commandcode": {
+        "api_key": (str, type(None)),
+        "base_url": str,
+        "cli_version": str,
+        "connect_timeout": _NUMBER,
+        "idle_timeout": _NUMBER,
+    },
+    "host": str,
+    "port": int,
+    "exclude_models": list,
+    "usage_file": str,
+    "fetch_remote_images": bool,
+    "remote_image_max_mb": _NUMBER,
+    "remote_image_timeout": _NUMBER,
+    "keepalive_interval": _NUMBER,
+    "max_body_mb": _NUMBER,
+    "cors_origins": str,
+    "log_level": str,
+}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
+               dict: "a mapping", _NUMBER: "a number"}
+
+DEFAULT_FILE_TEMPLATE = """\
+# Command Code Gateway configuration, written on first start (mode 0600).
+# Every key is documented in README.md.
+api_key: "{local_key}"          # clients send this as 'Authorization: Bearer ...' or 'x-api-key'
+commandcode:
+  api_key: ""                   # your Command Code key (user_...); or set COMMAND_CODE_API_KEY
+  base_url: "{base_url}"
+  cli_version: "{cli_version}"
+host: "localhost"
+port: 11434
+exclude_models: []
+usage_file: "usage.json"
+"""
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line that names the field."""
+
+
+def _type_name(t) -> str:
+    return _TYPE_NAMES.get(t) or " or ".join(_TYPE_NAMES.get(x, x.__name__) for x in t
+                                              if x is not type(None))
+
+
+def _check(data: dict, schema: dict, prefix: str, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(f"{where}: unknown field '{name}'")
+        expected = schema[key]
+        if isinstance(expected, dict):
+            _check(value, expected, name + ".", where)
+            continue
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, _NUMBER))
+        if not ok:
+            raise ConfigError(f"{where}: field '{name}' must be {_type_name(expected)}, "
+                              f"got {type(value).__name__}")
+        if expected is list and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: field '{name}' must be a list of strings")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(overrides: dict, where: str = "config") -> dict:
+    """Check ``overrides`` against the schema and return it merged over the defaults."""
+    _check(overrides, _SCHEMA, "", where)
+    cfg = _merge(DEFAULTS, overrides)
+    for field in ("commandcode.connect_timeout", "commandcode.idle_timeout", "keepalive_interval",
+                  "max_body_mb", "remote_image_max_mb", "remote_image_timeout"):
+        section, _, key = field.rpartition(".")
+        value = (cfg[section] if section else cfg)[key]
+        if value <= 0:
+            raise ConfigError(f"{where}: field '{field}' must be greater than 0")
+    if not 0 < cfg["port"] < 65536:
+        raise ConfigError(f"{where}: field 'port' must be between 1 and 65535")
+    if not cfg["commandcode"]["base_url"].startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: field 'commandcode.base_url' must start with http:// or https://")
+    cfg["commandcode"]["base_url"] = cfg["commandcode"]["base_url"].rstrip("/")
+    return cfg
+
+
+def config_path(env=os.environ) -> str:
+    return os.path.abspath(env.get("GATEWAY_CONFIG") or "config.yaml")
+
+
+def _write_new_file(path: str, text: str) -> bool:
+    """Create ``path`` with mode 0600 unless it exists; atomic, so racing workers agree on one file."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")   # mkstemp files are 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)           # fails if another process created it first
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def _new_local_key() -> str:
+    return "ccgw-" + secrets.token_urlsafe(24)
+
+
+def _read_file(path: str) -> dict:
+    where = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{where}: not valid YAML{at}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of fields")
+    return data
+
+
+def _cli_auth_key(home: str | None) -> str | None:
+    """The key the Command Code CLI stored at login (``~/.commandcode/auth.json``), if any."""
+    path = os.path.join(home or os.path.expanduser("~"), ".commandcode", "auth.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = json.load(f).get("apiKey")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key.strip() if isinstance(key, str) and key.strip() else None
+
+
+def _local_key_file(cfg_path: str) -> str:
+    return os.path.join(os.path.dirname(cfg_path), ".gateway_api_key")
+
+
+def _ensure_local_key(cfg_path: str) -> str:
+    """A generated local key kept beside a config that names none (the committed config.yaml)."""
+    key_path = _local_key_file(cfg_path)
+    if _write_new_file(key_path, _new_local_key() + "\n"):
+        log.warning("no local api_key configured: generated one in %s (mode 0600)", key_path)
+    with open(key_path, encoding="utf-8") as f:
+        return f.read().strip()
+
+
+def load(env=os.environ) -> dict:
+    """Read, complete and validate the configuration the process should run with.
+
+    Order: defaults < file < environment.  The Command Code key falls back to the CLI's own
+    ``~/.commandcode/auth.json`` as the CLI does.  A missing file is created with a fresh local key.
+    """
+    path = config_path(env)
+    if not os.path.exists(path):
+        text = DEFAULT_FILE_TEMPLATE.format(local_key=_new_local_key(), base_url=DEFAULT_BASE_URL,
+                                            cli_version=DEFAULT_CLI_VERSION)
+        if _write_new_file(path, text):
+            log.warning("wrote a default configuration to %s (mode 0600); the local API key is in it", path)
+    cfg = validate(_read_file(path), os.path.basename(path))
+
+    cc = cfg["commandcode"]
+    if env.get("COMMAND_CODE_API_KEY", "").strip():
+        cc["api_key"] = env["COMMAND_CODE_API_KEY"].strip()
+    if not cc["api_key"]:
+        cc["api_key"] = _cli_auth_key(env.get("HOME"))
+    if env.get("COMMANDCODE_BASE_URL"):
+        cc["base_url"] = env["COMMANDCODE_BASE_URL"].rstrip("/")
+    if env.get("GATEWAY_API_KEY", "").strip():
+        cfg["api_keys"] = [k.strip() for k in env["GATEWAY_API_KEY"].split(",") if k.strip()]
+        cfg["api_key"] = None
+    if env.get("HOST"):
+        cfg["host"] = env["HOST"]
+    if env.get("PORT"):
+        try:
+            cfg["port"] = int(env["PORT"])
+        except ValueError:
+            raise ConfigError("environment: PORT must be an integer") from None
+    if not local_keys(cfg):
+        cfg["api_keys"] = [_ensure_local_key(path)]
+    cfg["usage_file"] = os.path.join(os.path.dirname(path), cfg["usage_file"])
+    return cfg
+
+
+def local_keys(cfg: dict) -> list[str]:
+    """Every local key a client may present (``api_key`` and ``api_keys`` together)."""
+    keys = list(cfg.get("api_keys") or [])
+    if cfg.get("api_key"):
+        keys.append(cfg["api_key"])
+    return [k for k in keys if k]

@@ -1,0 +1,150 @@
+"""One exception hierarchy for every failure, and one helper that turns it into a wire envelope.
+
+Every error the gateway reports -- a malformed request, a bad local key, an upstream 429, a stream
+that ended without ``finish`` -- is raised as a :class:`GatewayError` subclass carrying an HTTP
+status.  The client's codec never builds error bodies by hand: it calls :func:`envelope` with the
+flavour of its surface, so an OpenAI client always sees ``{"error": {...}}`` and an Anthropic
+client always sees ``{"type": "error", "error": {...}}``, with types that match the status.
+"""
+from __future__ import annotations
+
+import json
+
+from flask import Response
+
+
+class GatewayError(Exception):
+    """Base class: ``status`` is the HTTP status the client gets, ``code`` a stable machine code."""
+
+    status = 500
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    default_code: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
+                 retry_after: int | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.param = param
+        self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    openai_type = "authentication_error"
+    anthropic_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class InsufficientCredits(GatewayError):
+    """402: the Command Code account has no credits left; retrying will not help."""
+
+    status = 402
+    openai_type = "insufficient_quota"
+    anthropic_type = "billing_error"
+    default_code = "insufficient_quota"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    openai_type = "permission_error"
+    anthropic_type = "permission_error"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "not_found_error"
+    anthropic_type = "not_found_error"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+    default_code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class NotConfigured(GatewayError):
+    """503: the gateway itself lacks something (the Command Code key) to serve the request."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+
+
+class UpstreamError(GatewayError):
+    """502: Command Code failed, answered something we cannot use, or cut the stream short."""
+
+    status = 502
+    openai_type = "server_error"
+    anthropic_type = "api_error"
+    default_code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    default_code = "upstream_timeout"
+
+
+class Overloaded(UpstreamError):
+    status = 529
+    anthropic_type = "overloaded_error"
+    default_code = "overloaded"
+
+
+_BY_STATUS = {cls.status: cls for cls in (
+    InvalidRequest, AuthenticationFailed, InsufficientCredits, PermissionDenied, NotFound,
+    MethodNotAllowed, RequestTooLarge, RateLimited, NotConfigured, UpstreamTimeout, Overloaded)}
+
+
+def error_for_status(status: int, message: str, **kw) -> GatewayError:
+    """The exception class that fits ``status``; unknown 4xx stay 4xx, unknown 5xx become 502."""
+    cls = _BY_STATUS.get(status)
+    if cls is not None:
+        return cls(message, **kw)
+    if 400 <= status < 500:
+        return InvalidRequest(message, status=status, **kw)
+    return UpstreamError(message, **kw)
+
+
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+
+
+def envelope(err: GatewayError, flavor: str = OPENAI) -> dict:
+    """The error body in the client's own shape."""
+    if flavor == ANTHROPIC:
+        return {"type": "error", "error": {"type": err.anthropic_type, "message": err.message}}
+    return {"error": {"message": err.message, "type": err.openai_type,
+                      "code": err.code, "param": err.param}}
+
+
+def error_response(err: GatewayError, flavor: str = OPENAI) -> Response:
+    """A complete Flask response for ``err``: JSON envelope, status, ``Retry-After`` when known."""
+    resp = Response(json.dumps(envelope(err, flavor)), status=err.status,
+                    mimetype="application/json")
+    if err.retry_after is not None:
+        resp.headers["Retry-After"] = str(err.retry_after)
+    return resp

@@ -1,0 +1,94 @@
+"""Relaying an upstream stream to a client: keep-alives in silences, and stopping when either side goes.
+
+A blocking socket read cannot also watch the clock, so the upstream is read on a small helper
+thread and handed over through a queue, one batch of events per network read.  The request
+thread waits on that queue with a timeout: when upstream is silent it can send a keep-alive
+(so proxies and clients keep the stream open through minutes of reasoning) and notice that the
+client has gone away, in which case the upstream response is closed at once.
+"""
+from __future__ import annotations
+
+import queue
+import select
+import socket
+import threading
+import time
+
+from .canonical import Finish
+
+#: Yielded by :func:`pump` after ``interval`` seconds without upstream events.
+HEARTBEAT = object()
+_END = object()
+_POLL = 1.0     # how often a silent stream checks whether the client is still there
+
+
+def client_gone_checker(environ: dict):
+    """A cheap ``() -> bool`` telling whether the client closed its connection, or None.
+
+    gunicorn exposes the client socket as ``gunicorn.socket``; a readable socket whose peek
+    returns no bytes has been closed by the peer.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def gone() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if not readable:
+                return False
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+    return gone
+
+
+def pump(stream, interval: float, client_gone=None):
+    """Iterate ``stream`` (an iterable of event lists with ``abort()``) on a reader thread.
+
+    Yields events one by one, or :data:`HEARTBEAT` after ``interval`` seconds of silence.  An
+    exception raised upstream is re-raised here.  If the consumer stops early (client gone,
+    or it closes this generator before the end) the upstream is aborted, unless the stream
+    already delivered its last event and is only being drained for connection reuse.
+    """
+    q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read():
+        try:
+            for batch in stream:
+                q.put(batch)
+            q.put(_END)
+        except BaseException as exc:        # handed to the consumer, which decides
+            q.put(exc)
+
+    threading.Thread(target=read, name="upstream-reader", daemon=True).start()
+    wait = min(_POLL, interval)
+    last = time.monotonic()
+    finished = False
+    try:
+        while True:
+            try:
+                item = q.get(timeout=wait)
+            except queue.Empty:
+                if client_gone is not None and client_gone():
+                    return
+                now = time.monotonic()
+                if now - last >= interval:
+                    last = now
+                    yield HEARTBEAT
+                continue
+            if item is _END:
+                finished = True
+                return
+            if isinstance(item, BaseException):
+                finished = True
+                raise item
+            last = time.monotonic()
+            if isinstance(item[-1], Finish):
+                finished = True         # whatever follows is draining, not worth aborting
+            yield from item
+    finally:
+        if not finished:
+            stream.abort()

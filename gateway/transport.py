@@ -1,0 +1,126 @@
+"""Transport: the one HTTP connection pool per worker process, and raw streaming reads.
+
+Kept apart from translation (which never touches sockets) and from session policy decisions
+made elsewhere.  Policy here is deliberately small:
+
+* one ``requests.Session`` per process, created after gunicorn forks, so connections to Command
+  Code are reused across requests and never shared between processes;
+* ``trust_env`` off, with proxies read from the environment once at startup: with it on,
+  ``requests`` re-reads the environment and ``~/.netrc`` on every request, and a netrc entry
+  would silently replace our ``Authorization`` header;
+* connect failures are retried twice (nothing reached upstream yet); nothing else is retried,
+  because the client's SDK already retries and a doubled retry only multiplies waiting.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import errors
+from .upstream import failures
+
+_ERROR_BODY_LIMIT = 64 * 1024
+_READ_SIZE = 64 * 1024
+
+
+class Transport:
+    """Sends requests to Command Code and hands back raw streaming responses."""
+
+    def __init__(self, connect_timeout: float, idle_timeout: float, pool_size: int = 32):
+        self.timeout = (connect_timeout, idle_timeout)
+        self._pool_size = pool_size
+        self._proxies = requests.utils.get_environ_proxies("https://api.commandcode.ai")
+        self._lock = threading.Lock()
+        self._pid = None
+        self._session = None
+
+    @property
+    def session(self) -> requests.Session:
+        """The process's session; rebuilt once in a forked child (a pool must not cross a fork)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    s = requests.Session()
+                    s.trust_env = False
+                    s.proxies.update(self._proxies)
+                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size,
+                                          max_retries=Retry(total=None, connect=2, read=0, status=0,
+                                                            other=0, redirect=0, backoff_factor=0.1,
+                                                            allowed_methods=None))
+                    s.mount("http://", adapter)
+                    s.mount("https://", adapter)
+                    self._session, self._pid = s, os.getpid()
+        return self._session
+
+    def post_stream(self, url: str, headers: dict, body: bytes) -> requests.Response:
+        """POST and return the open response once its headers arrived; raise on any failure.
+
+        A non-2xx answer is read (at most 64 KiB) and turned into the matching GatewayError.
+        """
+        try:
+            resp = self.session.post(url, data=body, headers=headers, stream=True,
+                                     timeout=self.timeout, allow_redirects=False)
+        except requests.exceptions.ConnectTimeout:
+            raise errors.UpstreamTimeout("Command Code did not accept the connection in time") from None
+        except requests.exceptions.ReadTimeout:
+            raise errors.UpstreamTimeout("Command Code did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            where = "/".join(url.split("/", 3)[:3])
+            raise errors.UpstreamError(f"cannot reach Command Code at {where} "
+                                       f"({type(exc).__name__})") from None
+        if resp.status_code >= 300:
+            try:
+                body = resp.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
+            except Exception:       # the error body is best effort; the status still counts
+                body = b""
+            finally:
+                resp.close()
+            raise failures.from_http(resp.status_code, body)
+        return resp
+
+
+def iter_chunks(resp: requests.Response):
+    """Yield body bytes as they arrive (one socket read each), never waiting to fill a buffer."""
+    raw = resp.raw
+    try:
+        while True:
+            chunk = raw.read1(_READ_SIZE, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+    except requests.exceptions.ReadTimeout:
+        raise errors.UpstreamTimeout("Command Code went silent for longer than "
+                                     "commandcode.idle_timeout") from None
+    except Exception as exc:
+        if _is_timeout(exc):
+            raise errors.UpstreamTimeout("Command Code went silent for longer than "
+                                         "commandcode.idle_timeout") from None
+        raise errors.UpstreamError(f"the Command Code stream broke off ({type(exc).__name__})") from None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, (socket.timeout, TimeoutError)) or "Timeout" in type(exc).__name__:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def abort(resp: requests.Response) -> None:
+    """Close ``resp`` from any thread, waking a reader blocked on its socket.
+
+    ``close()`` alone does not wake a thread blocked in ``recv`` on Linux; ``shutdown`` does.
+    """
+    try:
+        resp.raw.shutdown()         # urllib3's own SHUT_RD on the live socket
+    except Exception:               # already released or closed: nothing left to wake
+        pass
+    try:
+        resp.close()
+    except Exception:
+        pass

@@ -1,0 +1,1 @@
+"""Upstream routes to Command Code: each encodes canonical requests and decodes its stream."""

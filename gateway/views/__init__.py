@@ -1,0 +1,1 @@
+"""Blueprints: one per client surface, each thin -- parse, call, relay."""

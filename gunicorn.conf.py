@@ -1,0 +1,27 @@
+"""gunicorn settings, read automatically by ``gunicorn wsgi:app`` from the working directory.
+
+The threaded ``gthread`` worker lets one process relay several long streams at once.  Its
+``timeout`` is a heartbeat of the worker's own loop, which keeps beating while requests
+stream, so no amount of streaming (or upstream silence) makes gunicorn kill a worker.
+"""
+import os
+import sys
+
+from gateway import config as _config
+
+try:
+    _cfg = _config.load()       # also creates a default config file on first start
+except _config.ConfigError as _exc:
+    sys.stderr.write(f"gateway: {_exc}\n")
+    sys.exit(1)
+
+_host = _cfg["host"]
+bind = f"[{_host}]:{_cfg['port']}" if ":" in _host else f"{_host}:{_cfg['port']}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GATEWAY_THREADS", "16"))     # concurrent streams per worker
+timeout = 60                # worker heartbeat, not a request limit (see above)
+graceful_timeout = 60       # on reload, give running streams a minute to finish
+keepalive = 75              # idle client connections (nginx upstream keepalive) stay open
+accesslog = "-"
+errorlog = "-"
