@@ -56,16 +56,20 @@ def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
     events, source = open_events(gw, req, environ)
 
     def generate():
-        failed = True
+        recorded = False
         try:
             for ev in events:
                 if ev is relay.HEARTBEAT:
                     yield encoder.heartbeat()
                     continue
-                yield encoder.event(ev)
                 if type(ev) is Finish:
-                    failed = False
+                    # counted before the last bytes go out, so /usage is current once the client
+                    # has its answer
+                    recorded = True
+                    _record(gw, req, ev.usage, False)
+                    yield encoder.event(ev)
                     return
+                yield encoder.event(ev)
         except errors.GatewayError as err:
             yield encoder.error(err)
         except Exception:
@@ -74,7 +78,8 @@ def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
                                                      "stream", code="gateway_error"))
         finally:
             source.close()      # stops the reader (and upstream) if the client left early
-            _record(gw, req, encoder.usage, failed)
+            if not recorded:
+                _record(gw, req, None, True)
 
     return Response(stream_with_context(generate()), mimetype="text/event-stream",
                     headers=SSE_HEADERS)

@@ -99,7 +99,8 @@ class Gunicorn:
         raise RuntimeError(f"gunicorn did not start: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 

@@ -209,7 +209,8 @@ def decode(body, catalog: Catalog, images) -> ChatRequest:
 def usage_object(u: Usage) -> dict:
     return {"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
             "total_tokens": u.input_tokens + u.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+            "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens,
+                                      "cache_write_tokens": u.cache_write_tokens},
             "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
 
 
@@ -232,7 +233,6 @@ class ChunkEncoder:
         self._head = "data: " + self._base + '"choices":[{"index":0,"delta":'
         self._role_sent = False
         self._tools = 0
-        self.usage: Usage | None = None
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         if not self._role_sent:
@@ -253,7 +253,6 @@ class ChunkEncoder:
                                                 "function": {"name": ev.name,
                                                              "arguments": _dumps(ev.input)}}]})
         if type(ev) is Finish:
-            self.usage = ev.usage
             reason = TOOL_CALLS if self._tools and ev.reason == "stop" else ev.reason
             content = {} if self._role_sent else {"content": ""}
             return (self._chunk(content, reason)

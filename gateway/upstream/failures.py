@@ -80,7 +80,7 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
         return errors.RateLimited(text, retry_after=retry_after,
                                   code="usage_limit_reached" if window else "rate_limit_exceeded")
     if status == 403:
-        return errors.PermissionDenied(text, code=code or "forbidden")
+        return errors.PermissionDenied(text, code=code_low or "forbidden")
     if status == 408:
         return errors.UpstreamTimeout(text)
     if status == 529 or "overloaded" in low:
@@ -88,7 +88,7 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
     if status == 404:
         return errors.UpstreamError(f"{text} (check commandcode.base_url)", code="upstream_not_found")
     if 400 <= status < 500:
-        return errors.error_for_status(status, text, code=code or type_)
+        return errors.error_for_status(status, text, code=(code or type_ or "").lower() or None)
     return errors.UpstreamError(text)
 
 
