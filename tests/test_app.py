@@ -1,0 +1,172 @@
+"""The app in-process (Flask test client): config-driven behaviour, envelopes, relay mechanics."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway import create_app, errors, relay
+from gateway.canonical import Finish, TextDelta, Usage
+from tests.conftest import LOCAL_KEY, gateway_config
+
+AUTH = {"Authorization": f"Bearer {LOCAL_KEY}"}
+
+
+def make(fake, tmp_path, **overrides):
+    c = create_app(gateway_config(fake.url, tmp_path, **overrides)).test_client()
+    c.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {LOCAL_KEY}"
+    return c
+
+
+def test_exclude_models_hides_and_refuses_by_prefix_after_the_last_slash(fake, tmp_path):
+    c = make(fake, tmp_path, exclude_models=["claude-", "gemini-"])
+    ids = [m["id"] for m in c.get("/v1/models").json["data"]]
+    assert not any(i.startswith("claude-") or "/gemini-" in i for i in ids)
+    assert "deepseek/deepseek-v4-flash" in ids
+    r = c.get("/v1/models/google/gemini-3.5-flash")
+    assert r.status_code == 404 and r.json["error"]["type"] == "not_found_error"
+    r = c.post("/v1/chat/completions", json={"model": "claude-sonnet-5",
+                                             "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 404 and r.json["error"]["code"] == "model_not_found"
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("name,resolved", [
+    ("deepseek/deepseek-v4-flash", "deepseek/deepseek-v4-flash"),
+    ("deepseek-v4-flash", "deepseek/deepseek-v4-flash"),
+    ("DEEPSEEK-V4-PRO", "deepseek/deepseek-v4-pro"),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-6"),
+    ("claude-sonnet-5-20260101", "claude-sonnet-5"),
+    ("claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+    ("kimi-k3", "moonshotai/Kimi-K3"),
+    ("tencent/HY3", "tencent/Hy3"),
+])
+def test_loose_model_ids_resolve_to_the_exact_catalog_spelling(client, name, resolved):
+    r = client.get(f"/v1/models/{name}")
+    assert r.status_code == 200 and r.json["id"] == resolved
+
+
+def test_body_over_the_limit_is_a_413_in_the_openai_envelope(fake, tmp_path):
+    c = make(fake, tmp_path, max_body_mb=0.01)
+    r = c.post("/v1/chat/completions", data=b"x" * 20000, content_type="application/json")
+    assert r.status_code == 413
+    assert r.json["error"]["code"] == "request_too_large" and "max_body_mb" in r.json["error"]["message"]
+
+
+def test_unknown_routes_and_methods_answer_in_the_envelope(client):
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json["error"]["code"] == "unknown_url"
+    r = client.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.json["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("body,param", [
+    ([], None), ({"messages": []}, "model"), ({"model": 5, "messages": []}, "model"),
+    ({"model": "deepseek-v4-flash"}, "messages"), ({"model": "deepseek-v4-flash", "messages": []}, "messages"),
+    ({"model": "deepseek-v4-flash", "messages": ["hi"]}, "messages[0]"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     "messages[0].content[0].type"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "tool", "content": "x"}]},
+     "messages[0].tool_call_id"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+     "max_tokens"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "huge"},
+     "reasoning_effort"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+     "stream"),
+    ({"model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "x"}],
+      "tools": [{"type": "web_search"}]}, "tools[0]"),
+])
+def test_malformed_fields_are_400s_naming_the_field(client, body, param):
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["type"] == "invalid_request_error"
+    assert r.json["error"]["param"] == param
+
+
+def test_unsupported_parameters_are_ignored(client, fake):
+    r = client.post("/v1/chat/completions", json={
+        "model": "deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}],
+        "top_p": 0.5, "stop": ["x"], "seed": 1, "response_format": {"type": "json_object"},
+        "logprobs": False, "parallel_tool_calls": True, "user": "u", "n": 1,
+        "stream_options": {"include_usage": True}, "frequency_penalty": 0})
+    assert r.status_code == 200 and r.json["choices"][0]["message"]["content"] == "Hello world"
+
+
+def test_developer_and_system_messages_join_into_one_system(client, fake):
+    client.post("/v1/chat/completions", json={"model": "deepseek-v4-flash", "messages": [
+        {"role": "system", "content": "One."}, {"role": "developer", "content": [{"type": "text", "text": "Two."}]},
+        {"role": "user", "content": "hi"}]})
+    assert fake.requests[-1]["body"]["params"]["system"] == [
+        {"type": "text", "text": "One."}, {"type": "text", "text": "Two."}]
+
+
+def test_cors_with_a_list_of_origins_echoes_only_allowed_ones(fake, tmp_path):
+    c = make(fake, tmp_path, cors_origins="https://a.example, https://b.example")
+    r = c.get("/health", headers={"Origin": "https://b.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://b.example"
+    r = c.get("/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_x_api_key_header_is_accepted(fake, tmp_path):
+    c = create_app(gateway_config(fake.url, tmp_path)).test_client()
+    assert c.get("/v1/models", headers={"x-api-key": LOCAL_KEY}).status_code == 200
+    assert c.get("/v1/models", headers={"x-api-key": LOCAL_KEY + "x"}).status_code == 401
+    assert c.get("/v1/models", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+# ---- relay mechanics ---------------------------------------------------------------------------
+
+class BlockingStream:
+    """An upstream that sends one event, then stays silent until aborted."""
+
+    def __init__(self):
+        self.aborted = threading.Event()
+
+    def __iter__(self):
+        yield [TextDelta("a")]
+        self.aborted.wait(10)
+        raise errors.UpstreamError("aborted")
+
+    def abort(self):
+        self.aborted.set()
+
+
+def test_silent_upstream_yields_heartbeats_and_is_aborted_when_the_client_goes():
+    stream = BlockingStream()
+    gone_at = time.monotonic() + 1.2
+    items = list(relay.pump(stream, 0.3, client_gone=lambda: time.monotonic() > gone_at))
+    assert items[0] == TextDelta("a")
+    assert items.count(relay.HEARTBEAT) >= 2
+    assert stream.aborted.wait(1)
+
+
+def test_pump_reraises_upstream_errors_and_does_not_abort_after_finish():
+    class Finished:
+        aborted = False
+
+        def __iter__(self):
+            yield [TextDelta("x"), Finish("stop", Usage())]
+
+        def abort(self):
+            self.aborted = True
+
+    s = Finished()
+    events = relay.pump(s, 5)
+    assert next(events) == TextDelta("x") and isinstance(next(events), Finish)
+    events.close()      # the consumer stops at Finish: the rest is draining, not an abort
+    assert not s.aborted
+
+    class Failing:
+        def __iter__(self):
+            raise errors.RateLimited("slow down")
+            yield
+
+        def abort(self):
+            pass
+
+    with pytest.raises(errors.RateLimited):
+        list(relay.pump(Failing(), 5))
