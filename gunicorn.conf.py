@@ -25,3 +25,6 @@ graceful_timeout = 60       # on reload, give running streams a minute to finish
 keepalive = 75              # idle client connections (nginx upstream keepalive) stay open
 accesslog = "-"
 errorlog = "-"
+# gunicorn 24+ opens a control socket in $HOME by default; two gateways on one host (or a test
+# run beside a live one) would fight over it, and nothing here uses it.
+control_socket_disable = True
