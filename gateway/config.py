@@ -136,12 +136,25 @@ def validate(overrides: dict, where: str = "config") -> dict:
         value = (cfg[section] if section else cfg)[key]
         if value <= 0:
             raise ConfigError(f"{where}: field '{field}' must be greater than 0")
-    if not 0 < cfg["port"] < 65536:
-        raise ConfigError(f"{where}: field 'port' must be between 1 and 65535")
-    if not cfg["commandcode"]["base_url"].startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: field 'commandcode.base_url' must start with http:// or https://")
-    cfg["commandcode"]["base_url"] = cfg["commandcode"]["base_url"].rstrip("/")
+    _check_port(cfg["port"], f"{where}: field 'port'")
+    cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
+                                                f"{where}: field 'commandcode.base_url'")
+    if not isinstance(logging.getLevelName(cfg["log_level"].upper()), int):
+        raise ConfigError(f"{where}: field 'log_level' must be one of debug, info, warning, "
+                          "error, critical")
     return cfg
+
+
+def _check_port(port: int, name: str) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be between 1 and 65535")
+    return port
+
+
+def _check_url(url: str, name: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must start with http:// or https://")
+    return url.rstrip("/")
 
 
 def config_path(env=os.environ) -> str:
@@ -151,7 +164,11 @@ def config_path(env=os.environ) -> str:
 def _write_new_file(path: str, text: str) -> bool:
     """Create ``path`` with mode 0600 unless it exists; atomic, so racing workers agree on one file."""
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")   # mkstemp files are 0600
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")   # mkstemp files are 0600
+    except OSError as exc:
+        raise ConfigError(f"{os.path.basename(path)}: cannot create it in {folder} "
+                          f"({exc.strerror})") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -208,7 +225,11 @@ def _ensure_local_key(cfg_path: str) -> str:
     if _write_new_file(key_path, _new_local_key() + "\n"):
         log.warning("no local api_key configured: generated one in %s (mode 0600)", key_path)
     with open(key_path, encoding="utf-8") as f:
-        return f.read().strip()
+        key = f.read().strip()
+    if not key:
+        raise ConfigError(f"{os.path.basename(key_path)} is empty: delete it to get a new key, "
+                          "or set api_key in the config")
+    return key
 
 
 def load(env=os.environ) -> dict:
@@ -231,7 +252,7 @@ def load(env=os.environ) -> dict:
     if not cc["api_key"]:
         cc["api_key"] = _cli_auth_key(env.get("HOME"))
     if env.get("COMMANDCODE_BASE_URL"):
-        cc["base_url"] = env["COMMANDCODE_BASE_URL"].rstrip("/")
+        cc["base_url"] = _check_url(env["COMMANDCODE_BASE_URL"], "environment: COMMANDCODE_BASE_URL")
     if env.get("GATEWAY_API_KEY", "").strip():
         cfg["api_keys"] = [k.strip() for k in env["GATEWAY_API_KEY"].split(",") if k.strip()]
         cfg["api_key"] = None
@@ -242,6 +263,7 @@ def load(env=os.environ) -> dict:
             cfg["port"] = int(env["PORT"])
         except ValueError:
             raise ConfigError("environment: PORT must be an integer") from None
+        _check_port(cfg["port"], "environment: PORT")
     if not local_keys(cfg):
         cfg["api_keys"] = [_ensure_local_key(path)]
     cfg["usage_file"] = os.path.join(os.path.dirname(path), cfg["usage_file"])
