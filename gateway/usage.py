@@ -32,6 +32,22 @@ def empty() -> dict:
     return {**_zero(), "models": {}, "days": {}}
 
 
+def _valid_bucket(bucket) -> bool:
+    return isinstance(bucket, dict) and all(
+        isinstance(bucket.get(k, 0), int) and not isinstance(bucket.get(k, 0), bool) for k in COUNTERS)
+
+
+def _valid(data) -> bool:
+    """True for a structure this module wrote (every counter an integer, buckets mappings)."""
+    if not _valid_bucket(data):
+        return False
+    for section in ("models", "days"):
+        buckets = data.get(section, {})
+        if not isinstance(buckets, dict) or not all(_valid_bucket(b) for b in buckets.values()):
+            return False
+    return True
+
+
 def _add(bucket: dict, usage: Usage, failed: bool) -> None:
     for key in COUNTERS:
         bucket.setdefault(key, 0)
@@ -50,27 +66,49 @@ class UsageStore:
         self.folder = os.path.dirname(self.path)
         self._lock_path = self.path + ".lock"
         self._thread_lock = threading.Lock()     # flock is per open file, so serialise our threads too
+        self._tmp_prefix = f".{os.path.basename(self.path)}-"
+        self._cleaned = False
 
     def read(self) -> dict:
-        """The current totals (a fresh structure when the file does not exist yet)."""
+        """The current totals, without locking: the file on disk is always a complete one.
+
+        A file we cannot use reads as zeros here; only a writer, under the lock, moves it aside.
+        """
+        data = self._load()
+        return data if data is not None else empty()
+
+    def _load(self) -> dict | None:
+        """The file's totals; an empty structure if it does not exist; None if it is unusable."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            with open(self.path, "rb") as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return empty()
-        except ValueError:
-            return self._quarantine()
-        return data if isinstance(data, dict) else self._quarantine()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return data if _valid(data) else None
 
     def _quarantine(self) -> dict:
-        """A file we did not write (hand-edited, truncated by a full disk): keep it aside, start over."""
-        aside = f"{self.path}.corrupt-{int(time.time())}"
+        """A file we did not write (hand-edited, cut short by a full disk): keep it, start over."""
+        aside = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9}"
         try:
             os.replace(self.path, aside)
-            log.error("usage file %s was not valid JSON; moved it to %s", self.path, aside)
-        except OSError:
-            pass
+            log.error("usage file %s was not a usage file we wrote; moved it to %s and started "
+                      "counting again", self.path, aside)
+        except OSError as exc:
+            log.error("usage file %s is unusable and could not be moved aside (%s); it will be "
+                      "replaced", self.path, exc.strerror)
         return empty()
+
+    def _clean_stale_temp_files(self) -> None:
+        """Remove temp files of writers killed mid-write (called under the lock, so none is live)."""
+        prefix = self._tmp_prefix
+        for name in os.listdir(self.folder):
+            if name.startswith(prefix) and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(self.folder, name))
+                except OSError:
+                    pass
 
     def record(self, model: str, usage: Usage | None, failed: bool = False) -> None:
         """Add one request to the totals, the model's and today's (UTC) buckets."""
@@ -78,7 +116,12 @@ class UsageStore:
         day = time.strftime("%Y-%m-%d", time.gmtime())
         with self._thread_lock, open(self._lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self.read()
+            if not self._cleaned:       # once per process: a new worker tidies after a killed one
+                self._clean_stale_temp_files()
+                self._cleaned = True
+            data = self._load()
+            if data is None:
+                data = self._quarantine()
             _add(data, usage, failed)
             _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
             _add(data.setdefault("days", {}).setdefault(day, _zero()), usage, failed)
@@ -86,7 +129,7 @@ class UsageStore:
             # the lock is released when the lock file is closed
 
     def _write(self, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".usage-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=self._tmp_prefix, suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f, indent=1, sort_keys=True)

@@ -1,0 +1,386 @@
+"""The usage store (gateway/usage.py): exact totals, no lost increment under many processes and
+threads, no half-written file after kill -9, corrupt files moved aside, temp files beside the target.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import multiprocessing
+import os
+import random
+import stat
+import threading
+import time
+
+import pytest
+
+from gateway import usage as usage_mod
+from gateway.canonical import Usage
+from gateway.usage import COUNTERS, UsageStore
+
+FORK = multiprocessing.get_context("fork")
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def zeros() -> dict:
+    return dict.fromkeys(COUNTERS, 0)
+
+
+def bucket(requests=0, failed=0, prompt=0, completion=0, cache_read=0, cache_write=0,
+           reasoning=0) -> dict:
+    return {"total_requests": requests, "failed_requests": failed, "prompt_tokens": prompt,
+            "completion_tokens": completion, "cache_read_tokens": cache_read,
+            "cache_write_tokens": cache_write, "reasoning_tokens": reasoning}
+
+
+def add_into(target: dict, u: Usage, failed: bool) -> None:
+    target["total_requests"] += 1
+    target["failed_requests"] += 1 if failed else 0
+    target["prompt_tokens"] += u.input_tokens
+    target["completion_tokens"] += u.output_tokens
+    target["cache_read_tokens"] += u.cache_read_tokens
+    target["cache_write_tokens"] += u.cache_write_tokens
+    target["reasoning_tokens"] += u.reasoning_tokens
+
+
+def counters(b: dict) -> dict:
+    return {k: b[k] for k in COUNTERS}
+
+
+def sum_buckets(buckets) -> dict:
+    out = zeros()
+    for b in buckets:
+        for k in COUNTERS:
+            out[k] += b[k]
+    return out
+
+
+def assert_well_formed(data: dict) -> None:
+    """The structure every file the store writes has, and its internal consistency."""
+    assert isinstance(data, dict)
+    assert set(data) == set(COUNTERS) | {"models", "days"}
+    for k in COUNTERS:
+        assert isinstance(data[k], int) and data[k] >= 0, k
+    assert isinstance(data["models"], dict) and isinstance(data["days"], dict)
+    for group in (data["models"], data["days"]):
+        for b in group.values():
+            assert set(b) == set(COUNTERS)
+        # every record adds to the top level, one model and one day: the sums must agree
+        assert sum_buckets(group.values()) == counters(data)
+    for day in data["days"]:
+        time.strptime(day, "%Y-%m-%d")
+
+
+# ---- 1. basic totals ---------------------------------------------------------------------------
+
+
+def test_read_missing_file_is_zeros(tmp_path):
+    store = UsageStore(str(tmp_path / "usage.json"))
+    assert store.read() == {**zeros(), "models": {}, "days": {}}
+    assert not (tmp_path / "usage.json").exists()        # reading creates nothing
+
+
+def test_record_exact_totals_per_model_and_day(tmp_path):
+    path = tmp_path / "usage.json"
+    store = UsageStore(str(path))
+    before = today()
+    store.record("model-a", Usage(100, 20, 30, 40, 5))
+    store.record("model-a", Usage(1, 2, 3, 4, 0), failed=True)
+    store.record("model-b", Usage(7, 8, 0, 0, 9))
+    store.record("model-b", None, failed=True)           # a failure with no usage: counted, 0 tokens
+    store.record("model-c", None)                        # no usage, not failed
+    after = today()
+
+    a = bucket(requests=2, failed=1, prompt=101, completion=22, cache_read=33, cache_write=44,
+               reasoning=5)
+    b = bucket(requests=2, failed=1, prompt=7, completion=8, reasoning=9)
+    c = bucket(requests=1)
+    total = bucket(requests=5, failed=2, prompt=108, completion=30, cache_read=33, cache_write=44,
+                   reasoning=14)
+
+    data = store.read()
+    assert counters(data) == total
+    assert data["models"] == {"model-a": a, "model-b": b, "model-c": c}
+    if before == after:
+        assert data["days"] == {before: total}
+    else:                                                # crossed UTC midnight during the test
+        assert set(data["days"]) <= {before, after}
+        assert sum_buckets(data["days"].values()) == total
+    assert_well_formed(data)
+    # what read() returns is exactly what is on disk
+    assert json.loads(path.read_text(encoding="utf-8")) == data
+    # a second store object on the same file continues the same totals
+    UsageStore(str(path)).record("model-c", Usage(1))
+    assert store.read()["total_requests"] == 6
+    assert store.read()["models"]["model-c"] == bucket(requests=2, prompt=1)
+
+
+def test_failure_without_usage_counts_a_request_with_zero_tokens(tmp_path):
+    store = UsageStore(str(tmp_path / "usage.json"))
+    store.record("m", None, failed=True)
+    data = store.read()
+    assert counters(data) == bucket(requests=1, failed=1)
+    assert data["models"] == {"m": bucket(requests=1, failed=1)}
+    assert sum_buckets(data["days"].values()) == bucket(requests=1, failed=1)
+
+
+def test_days_are_utc_days(tmp_path, monkeypatch):
+    """The day bucket follows time.gmtime(): two records either side of UTC midnight split."""
+    store = UsageStore(str(tmp_path / "usage.json"))
+    fake_now = [0]
+    real_gmtime = time.gmtime
+    monkeypatch.setattr(usage_mod.time, "gmtime",
+                        lambda secs=None: real_gmtime(fake_now[0] if secs is None else secs))
+    fake_now[0] = 1704153599            # 2024-01-01T23:59:59Z
+    store.record("m", Usage(1, 1))
+    fake_now[0] = 1704153600            # 2024-01-02T00:00:00Z
+    store.record("m", Usage(2, 2))
+    store.record("m", Usage(3, 3), failed=True)
+    data = store.read()
+    assert data["days"] == {"2024-01-01": bucket(requests=1, prompt=1, completion=1),
+                            "2024-01-02": bucket(requests=2, failed=1, prompt=5, completion=5)}
+    assert data["models"]["m"] == bucket(requests=3, failed=1, prompt=6, completion=6)
+
+
+# ---- 2. many processes x threads ---------------------------------------------------------------
+
+PROCS, THREADS, PER_THREAD = 6, 3, 50
+MODELS = ("model-x", "model-y")
+
+
+def planned(proc: int, thread: int, i: int) -> tuple[str, Usage | None, bool]:
+    """The (model, usage, failed) the i-th record of this thread makes: known, varied numbers."""
+    model = MODELS[(proc + thread + i) % 2]
+    failed = (i % 7 == 3)
+    if i % 11 == 5:
+        return model, None, failed
+    return model, Usage(input_tokens=1000 * proc + 10 * thread + i + 1,
+                        output_tokens=proc + thread + 2 * i,
+                        cache_read_tokens=i % 5,
+                        cache_write_tokens=(proc * thread) % 3,
+                        reasoning_tokens=(i * 3) % 4), failed
+
+
+def _worker(path: str, proc: int) -> None:
+    store = UsageStore(path)                 # one store per process, shared by its threads (as the app)
+    errors = []
+
+    def run(thread: int) -> None:
+        try:
+            for i in range(PER_THREAD):
+                store.record(*planned(proc, thread, i))
+        except BaseException as exc:         # noqa: BLE001 - reported through the exit code
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def test_no_lost_increment_across_processes_and_threads(tmp_path):
+    path = str(tmp_path / "usage.json")
+    day_before = today()
+    procs = [FORK.Process(target=_worker, args=(path, p)) for p in range(PROCS)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(timeout=60)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert [p.exitcode for p in procs] == [0] * PROCS
+    day_after = today()
+
+    total, per_model = zeros(), {m: zeros() for m in MODELS}
+    for proc in range(PROCS):
+        for thread in range(THREADS):
+            for i in range(PER_THREAD):
+                model, u, failed = planned(proc, thread, i)
+                add_into(total, u or Usage(), failed)
+                add_into(per_model[model], u or Usage(), failed)
+    assert total["total_requests"] == PROCS * THREADS * PER_THREAD
+
+    data = UsageStore(path).read()
+    assert_well_formed(data)
+    assert counters(data) == total
+    assert data["models"] == per_model
+    if day_before == day_after:
+        assert data["days"] == {day_before: total}
+    else:
+        assert set(data["days"]) <= {day_before, day_after}
+        assert sum_buckets(data["days"].values()) == total
+    # every temp file was moved into place: nothing left behind
+    assert sorted(os.listdir(tmp_path)) == ["usage.json", "usage.json.lock"]
+
+
+# ---- 3. kill -9 --------------------------------------------------------------------------------
+
+KILLS = 30
+
+
+def _tight_writer(path: str, n: int) -> None:
+    store = UsageStore(path)
+    i = 0
+    while True:
+        store.record(MODELS[i % 2], Usage(n + 1, i % 10, 1, 2, 3), failed=(i % 5 == 0))
+        i += 1
+
+
+def test_kill_9_never_leaves_a_half_written_file(tmp_path):
+    """Kill -9 a writer at random moments, 30 times; after each kill the file parses, has the full
+    structure, is internally consistent and its total never goes down.
+
+    Stray temp files: a writer killed between ``mkstemp`` and ``os.replace`` leaves its
+    ``.usage.json-*.tmp`` behind until the next process records (it cleans them up once, under
+    the lock), so we assert at most one per kill, that nothing else appears in the folder (in
+    particular no ``.corrupt-*``: no writer ever saw a partial file), and that a clean record
+    from a new store afterwards removes them all.
+    """
+    path = str(tmp_path / "usage.json")
+    rng = random.Random(1234)
+    last_total, kills, grew = 0, 0, 0
+    deadline = time.monotonic() + 12
+    while kills < KILLS and time.monotonic() < deadline:
+        p = FORK.Process(target=_tight_writer, args=(path, kills), daemon=True)
+        p.start()
+        time.sleep(rng.uniform(0, 0.030))
+        p.kill()                                       # SIGKILL
+        p.join(timeout=10)
+        assert p.exitcode == -9, p.exitcode
+        kills += 1
+
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            data = json.loads(text)                    # never half a file
+            assert_well_formed(data)
+            assert set(data["models"]) <= set(MODELS)
+            assert data["total_requests"] >= last_total, "total went down after a kill"
+            grew += data["total_requests"] > last_total
+            last_total = data["total_requests"]
+
+        names = os.listdir(tmp_path)
+        strays = [n for n in names if fnmatch.fnmatch(n, ".usage.json-*.tmp")]
+        others = sorted(set(names) - set(strays))
+        assert others in ([], ["usage.json.lock"], ["usage.json", "usage.json.lock"]), names
+        assert len(strays) <= kills, strays
+
+    assert kills >= 10, f"only {kills} kill cycles ran before the time limit"
+    assert last_total > 0 and grew >= 3, "the writer hardly ever got to write"
+
+    # the store still works after all this (the flock of the killed writers is released)
+    done = threading.Event()
+
+    def final_record():
+        UsageStore(path).record("model-x", Usage(1))
+        done.set()
+
+    threading.Thread(target=final_record, daemon=True).start()
+    assert done.wait(10), "record blocked: a killed writer's lock was not released"
+    data = UsageStore(path).read()
+    assert_well_formed(data)
+    assert data["total_requests"] == last_total + 1
+    assert {n for n in os.listdir(tmp_path) if n.endswith(".tmp")} == set()   # tidied by the new store
+
+
+# ---- 4. corrupt file ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ['{"total', "", "[1, 2, 3]", "\xff\xfe garbage",
+                                     '{"models": []}', '{"total_requests": "5"}',
+                                     '{"days": {"2026-01-01": {"prompt_tokens": null}}}'])
+def test_corrupt_file_is_moved_aside_and_counting_restarts(tmp_path, caplog, content):
+    path = tmp_path / "usage.json"
+    path.write_bytes(content.encode("latin-1"))
+    store = UsageStore(str(path))
+    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+        store.record("m", Usage(5, 6, 1, 2, 3))          # does not raise
+
+    aside = [n for n in os.listdir(tmp_path) if n.startswith("usage.json.corrupt-")]
+    assert len(aside) == 1, os.listdir(tmp_path)
+    assert (tmp_path / aside[0]).read_bytes() == content.encode("latin-1")   # kept as it was
+
+    data = store.read()
+    assert_well_formed(data)
+    assert counters(data) == bucket(requests=1, prompt=5, completion=6, cache_read=1,
+                                    cache_write=2, reasoning=3)
+    assert list(data["models"]) == ["m"]
+
+    errors = [r for r in caplog.records if r.name == "gateway.usage" and r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert str(path) in errors[0].getMessage() and aside[0] in errors[0].getMessage()
+    assert sorted(os.listdir(tmp_path)) == sorted(["usage.json", "usage.json.lock", aside[0]])
+
+
+def test_read_of_corrupt_file_returns_zeros_and_leaves_it_to_the_writer(tmp_path):
+    """Readers hold no lock, so they must never rename: only a writer under the lock may."""
+    path = tmp_path / "usage.json"
+    path.write_text('{"total', encoding="utf-8")
+    data = UsageStore(str(path)).read()
+    assert data == {**zeros(), "models": {}, "days": {}}
+    assert path.read_text(encoding="utf-8") == '{"total'
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("usage.json.corrupt-")]
+
+
+# ---- 5. temp file location, mode, cleanup ------------------------------------------------------
+
+
+def test_temp_file_is_created_beside_the_usage_file(tmp_path, monkeypatch):
+    folder = tmp_path / "store"
+    folder.mkdir()
+    created = []
+    real_mkstemp = usage_mod.tempfile.mkstemp
+
+    def spy(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        created.append(name)
+        return fd, name
+
+    monkeypatch.setattr(usage_mod.tempfile, "mkstemp", spy)
+    monkeypatch.chdir(tmp_path)                          # a relative path is resolved once, here
+    store = UsageStore("store/usage.json")
+    monkeypatch.chdir("/")                               # ... and a later chdir does not matter
+    store.record("m", Usage(1, 2))
+    store.record("m", Usage(1, 2))
+
+    assert len(created) == 2
+    for name in created:
+        assert os.path.dirname(os.path.abspath(name)) == str(folder)   # same folder: atomic replace
+        assert not os.path.exists(name)                                # it became usage.json
+    assert sorted(os.listdir(folder)) == ["usage.json", "usage.json.lock"]
+    assert sorted(os.listdir(tmp_path)) == ["store"]
+    st = os.stat(folder / "usage.json")
+    assert stat.S_ISREG(st.st_mode)
+    assert st.st_mode & 0o600 == 0o600                   # the owner can read and rewrite it
+    assert UsageStore(str(folder / "usage.json")).read()["total_requests"] == 2
+
+
+def test_failed_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "usage.json"
+    store = UsageStore(str(path))
+    store.record("m", Usage(3))
+    before = path.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(usage_mod.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        store.record("m", Usage(4))
+    monkeypatch.undo()
+
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["usage.json", "usage.json.lock"]
+    store.record("m", Usage(5))                          # the lock was released: it still works
+    assert store.read()["prompt_tokens"] == 8
