@@ -8,6 +8,7 @@ client has gone away, in which case the upstream response is closed at once.
 """
 from __future__ import annotations
 
+import os
 import queue
 import select
 import socket
@@ -20,6 +21,40 @@ from .canonical import Finish
 HEARTBEAT = object()
 _END = object()
 _POLL = 1.0     # how often a silent stream checks whether the client is still there
+
+
+class _ReaderPool:
+    """Daemon threads kept for reuse: starting a thread per request costs more than a hand-over.
+
+    A thread is started only when none is idle, so concurrency is never capped; daemon threads
+    never hold up a worker's exit while blocked on a silent upstream.
+    """
+
+    def __init__(self):
+        self._pid = os.getpid()
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn) -> None:
+        if self._pid != os.getpid():    # forked: the parent's idle threads do not exist here
+            self.__init__()
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._tasks.put(fn)
+                return
+        threading.Thread(target=self._work, args=(fn,), name="upstream-reader", daemon=True).start()
+
+    def _work(self, fn) -> None:
+        while True:
+            fn()                    # never raises: pump's reader hands every exception over
+            with self._lock:
+                self._idle += 1
+            fn = self._tasks.get()
+
+
+_readers = _ReaderPool()
 
 
 def client_gone_checker(environ: dict):
@@ -59,11 +94,12 @@ def pump(stream, interval: float, client_gone=None):
         try:
             for batch in stream:
                 q.put(batch)
+                time.sleep(0)       # let the consumer take the GIL now, not after the next read
             q.put(_END)
         except BaseException as exc:        # handed to the consumer, which decides
             q.put(exc)
 
-    threading.Thread(target=read, name="upstream-reader", daemon=True).start()
+    _readers.submit(read)
     wait = min(_POLL, interval)
     last = time.monotonic()
     finished = False

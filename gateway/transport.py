@@ -9,7 +9,10 @@ made elsewhere.  Policy here is deliberately small:
   ``requests`` re-reads the environment and ``~/.netrc`` on every request, and a netrc entry
   would silently replace our ``Authorization`` header;
 * connect failures are retried twice (nothing reached upstream yet); nothing else is retried,
-  because the client's SDK already retries and a doubled retry only multiplies waiting.
+  because the client's SDK already retries and a doubled retry only multiplies waiting;
+* requests go straight to the session's transport adapter, from a request prepared once per
+  URL: ``Session.request`` would re-parse the URL and merge cookies, hooks and settings we never
+  use on every call, which costs about a quarter of a millisecond on the hot path.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ class Transport:
         self._lock = threading.Lock()
         self._pid = None
         self._session = None
+        self._adapter = None
+        self._prepared: dict[str, requests.PreparedRequest] = {}
 
     @property
     def session(self) -> requests.Session:
@@ -54,17 +59,31 @@ class Transport:
                                                             allowed_methods=None))
                     s.mount("http://", adapter)
                     s.mount("https://", adapter)
-                    self._session, self._pid = s, os.getpid()
+                    self._session, self._adapter, self._pid = s, adapter, os.getpid()
         return self._session
+
+    def _prepare(self, url: str, headers: dict, body: bytes) -> requests.PreparedRequest:
+        template = self._prepared.get(url)
+        if template is None:
+            template = self.session.prepare_request(requests.Request("POST", url))
+            template.headers.pop("Content-Length", None)
+            self._prepared[url] = template
+        prep = template.copy()
+        prep.headers.update(headers)
+        prep.headers["Content-Length"] = str(len(body))
+        prep.body = body
+        return prep
 
     def post_stream(self, url: str, headers: dict, body: bytes) -> requests.Response:
         """POST and return the open response once its headers arrived; raise on any failure.
 
         A non-2xx answer is read (at most 64 KiB) and turned into the matching GatewayError.
         """
+        self.session                # (re)built in this process before its adapter is used
+        prep = self._prepare(url, headers, body)
         try:
-            resp = self.session.post(url, data=body, headers=headers, stream=True,
-                                     timeout=self.timeout, allow_redirects=False)
+            resp = self._adapter.send(prep, stream=True, timeout=self.timeout,
+                                      proxies=self._proxies)
         except requests.exceptions.ConnectTimeout:
             raise errors.UpstreamTimeout("Command Code did not accept the connection in time") from None
         except requests.exceptions.ReadTimeout:

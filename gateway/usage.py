@@ -1,10 +1,15 @@
 """The usage store: token totals in one JSON file shared by every worker process and thread.
 
 Each request updates the file once, at its end, under an exclusive ``fcntl`` lock on a side
-lock file; the new content is written to a temporary file in the same folder, flushed to disk
-and moved over the old one with ``os.replace``.  So no increment is lost whatever the number of
-workers and threads, and a kill -9 at any moment leaves either the previous or the next
-complete file, never half of one.  Readers need no lock: the file they open is always whole.
+lock file; the new content is written to a temporary file in the same folder and moved over
+the old one with ``os.replace``.  So no increment is lost whatever the number of workers and
+threads, and a kill -9 at any moment leaves either the previous or the next complete file,
+never half of one.  Readers need no lock: the file they open is always whole.
+
+There is deliberately no fsync: a killed process loses nothing that reached the page cache, and
+a disk flush per request would serialise every worker behind the disk.  After a power cut the
+file may be older or, on some file systems, empty; an unusable file is set aside and counting
+restarts (see ``_quarantine``).
 """
 from __future__ import annotations
 
@@ -30,6 +35,13 @@ def _zero() -> dict:
 
 def empty() -> dict:
     return {**_zero(), "models": {}, "days": {}}
+
+
+_encoder = json.JSONEncoder(separators=(",", ":"))     # compact, so the C encoder does the work
+
+
+def _encode(data: dict) -> bytes:
+    return _encoder.encode(data).encode()
 
 
 def _valid_bucket(bucket) -> bool:
@@ -131,10 +143,8 @@ class UsageStore:
     def _write(self, data: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=self._tmp_prefix, suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
+            with os.fdopen(fd, "wb") as f:
+                f.write(_encode(data))
             os.replace(tmp, self.path)
         except BaseException:
             try:

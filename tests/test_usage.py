@@ -372,10 +372,10 @@ def test_failed_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, mon
     store.record("m", Usage(3))
     before = path.read_bytes()
 
-    def broken_fsync(fd):
+    def disk_full(data):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(usage_mod.os, "fsync", broken_fsync)
+    monkeypatch.setattr(usage_mod, "_encode", disk_full)    # fails after the temp file exists
     with pytest.raises(OSError):
         store.record("m", Usage(4))
     monkeypatch.undo()
