@@ -31,7 +31,7 @@ class Gateway:
 
     def __init__(self, cfg: dict):
         self.config = cfg
-        self.catalog = Catalog.load(cfg["exclude_models"])
+        self.catalog = Catalog.load(cfg["exclude_models"], cfg["model_map"])
         self.models_payload = [m.as_openai() for m in self.catalog.models]
         self.images = RemoteImages(cfg["fetch_remote_images"],
                                    int(cfg["remote_image_max_mb"] * 1024 * 1024),
@@ -152,9 +152,10 @@ def create_app(config: dict | None = None) -> Flask:
         log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
                     "/health and /v1/models work, model calls will fail until then")
 
-    from .views import meta, openai
+    from .views import anthropic, meta, openai
     app.register_blueprint(meta.bp)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(anthropic.bp)
     _install_cors(app, cfg["cors_origins"])
     _install_handlers(app, gw)
     return app

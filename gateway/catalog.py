@@ -6,6 +6,7 @@ sends is resolved to the exact catalog spelling here, once, before anything is s
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -47,8 +48,10 @@ def _short(model_id: str) -> str:
 class Catalog:
     """Lookup tables built once at startup; resolution is a few dict hits per request."""
 
-    def __init__(self, models: list[Model], aliases: dict[str, str], exclude: list[str] = ()):
+    def __init__(self, models: list[Model], aliases: dict[str, str], exclude: list[str] = (),
+                 model_map: dict[str, str] | None = None):
         self._exclude = tuple(p.lower() for p in exclude if p)
+        self._map = [(p.lower(), t) for p, t in (model_map or {}).items()]
         self.models = [m for m in models if not self.excluded(m.id)]
         self._by_id = {m.id: m for m in models}
         self._by_lower = {m.id.lower(): m.id for m in models}
@@ -60,13 +63,13 @@ class Catalog:
         self._by_short = {k: v[0] for k, v in shorts.items() if len(v) == 1}
 
     @classmethod
-    def load(cls, exclude: list[str] = ()) -> "Catalog":
+    def load(cls, exclude: list[str] = (), model_map: dict[str, str] | None = None) -> "Catalog":
         path = os.path.join(os.path.dirname(__file__), "models.json")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         models = [Model(m["id"], m["vision"], tuple(m["efforts"]), m["context"], m["max_output"],
                         m["min_plan"]) for m in data["models"]]
-        return cls(models, data["aliases"], exclude)
+        return cls(models, data["aliases"], exclude, model_map)
 
     def excluded(self, model_id: str) -> bool:
         return _short(model_id).lower().startswith(self._exclude) if self._exclude else False
@@ -78,12 +81,23 @@ class Catalog:
                 return table[low]
         return None
 
+    def mapped(self, name: str) -> str:
+        """``name`` rewritten by the first matching ``model_map`` pattern (glob, any case)."""
+        if self._map:
+            low = name.lower()
+            for pattern, target in self._map:
+                if fnmatch.fnmatchcase(low, pattern):
+                    return target
+        return name
+
     def resolve(self, name: str) -> Model | None:
         """The catalog model for a client's name, or None when unknown or excluded.
 
-        Tried in order: exact id, case-insensitive id, the CLI's aliases, the short name after
-        the last ``/``; each once as sent and once without a ``-YYYYMMDD``/``@YYYYMMDD`` suffix.
+        ``model_map`` applies first (so Claude Code's own ``claude-*`` ids can go to the models
+        of a plan); then tried in order: exact id, case-insensitive id, the CLI's aliases, the
+        short name after the last ``/``; each as sent and without a ``-YYYYMMDD`` suffix.
         """
+        name = self.mapped(name)
         model = self._by_id.get(name)
         if model is None:
             found = self._lookup(name)

@@ -36,6 +36,7 @@ DEFAULTS: dict = {
     "host": "localhost",
     "port": 11434,
     "exclude_models": [],
+    "model_map": {},                # ordered glob patterns -> catalog ids, e.g. claude-* -> deepseek/...
     "usage_file": "usage.json",
     "fetch_remote_images": False,   # fetch http(s) image URLs (never private/loopback addresses)
     "remote_image_max_mb": 10,
@@ -61,6 +62,7 @@ _SCHEMA: dict = {
     "host": str,
     "port": int,
     "exclude_models": list,
+    "model_map": "mapping",
     "usage_file": str,
     "fetch_remote_images": bool,
     "remote_image_max_mb": _NUMBER,
@@ -71,7 +73,7 @@ _SCHEMA: dict = {
     "log_level": str,
 }
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
-               dict: "a mapping", _NUMBER: "a number"}
+               dict: "a mapping", _NUMBER: "a number", "mapping": "a mapping of strings to strings"}
 
 DEFAULT_FILE_TEMPLATE = """\
 # Command Code Gateway configuration, written on first start (mode 0600).
@@ -108,6 +110,11 @@ def _check(data: dict, schema: dict, prefix: str, where: str) -> None:
         if isinstance(expected, dict):
             _check(value, expected, name + ".", where)
             continue
+        if expected == "mapping":       # free keys, string values (model_map)
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                raise ConfigError(f"{where}: field '{name}' must be {_TYPE_NAMES[expected]}")
+            continue
         ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, _NUMBER))
         if not ok:
             raise ConfigError(f"{where}: field '{name}' must be {_type_name(expected)}, "
@@ -139,10 +146,23 @@ def validate(overrides: dict, where: str = "config") -> dict:
     _check_port(cfg["port"], f"{where}: field 'port'")
     cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
                                                 f"{where}: field 'commandcode.base_url'")
+    _check_model_map(cfg["model_map"], where)
     if not isinstance(logging.getLevelName(cfg["log_level"].upper()), int):
         raise ConfigError(f"{where}: field 'log_level' must be one of debug, info, warning, "
                           "error, critical")
     return cfg
+
+
+def _check_model_map(model_map: dict, where: str) -> None:
+    """Every target must be a model of the catalog: a typo would otherwise surface as 404s later."""
+    if not model_map:
+        return
+    from .catalog import Catalog
+    catalog = Catalog.load()
+    for pattern, target in model_map.items():
+        if catalog.resolve(target) is None:
+            raise ConfigError(f"{where}: field 'model_map.{pattern}' maps to '{target}', which is "
+                              "not a known model")
 
 
 def _check_port(port: int, name: str) -> int:

@@ -1,0 +1,324 @@
+"""Anthropic Messages <-> canonical model.
+
+``decode`` turns a ``/v1/messages`` body into a :class:`ChatRequest`; :class:`EventEncoder`
+turns canonical events into Anthropic's exact SSE sequence (``message_start``, blocks opened,
+streamed and closed one at a time and indexed by position, ``message_delta``, ``message_stop``);
+:func:`message` builds the whole ``message`` object for a non-streamed call.
+
+Usage follows Anthropic's meaning: ``input_tokens`` is only the uncached part; cache reads and
+writes are reported beside it, never added twice.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+
+from .. import errors
+from ..canonical import (CONTENT_FILTER, LENGTH, TOOL_CALLS, ChatRequest, Finish, Image, Message,
+                         Reasoning, ReasoningDelta, SystemBlock, Text, TextDelta, Tool, ToolCall,
+                         ToolCallEvent, ToolResult, Usage)
+from ..catalog import Catalog, clamp_effort, require
+from .fields import body_object, get, number_in, positive_int
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+#: thinking.budget_tokens -> the effort that spends about as much (then clamped to the model's)
+_BUDGET_EFFORTS = ((4096, "low"), (16384, "medium"), (32768, "high"), (65536, "xhigh"))
+_STOP_REASONS = {LENGTH: "max_tokens", TOOL_CALLS: "tool_use", CONTENT_FILTER: "refusal"}
+
+
+# ---- request -----------------------------------------------------------------------------------
+
+def _image(block: dict, path: str, images) -> Image:
+    source = get(block, "source", dict, path, required=True)
+    kind = source.get("type")
+    if kind == "base64":
+        media = get(source, "media_type", str, f"{path}.source", required=True)
+        data = get(source, "data", str, f"{path}.source", required=True)
+        return images.load(f"data:{media};base64,{data}", f"{path}.source")
+    if kind == "url":
+        return images.load(get(source, "url", str, f"{path}.source", required=True), f"{path}.source.url")
+    raise errors.InvalidRequest(f"'{path}.source.type' must be \"base64\" or \"url\"",
+                                param=f"{path}.source.type")
+
+
+def _blocks(content, path: str) -> list:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise errors.InvalidRequest(f"'{path}' must be a string or an array of content blocks",
+                                    param=path)
+    for i, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise errors.InvalidRequest(f"'{path}[{i}]' must be an object", param=f"{path}[{i}]")
+    return content
+
+
+def _tool_result(block: dict, path: str, images) -> ToolResult:
+    content = block.get("content")
+    texts, imgs = [], []
+    if content is not None:
+        for i, part in enumerate(_blocks(content, f"{path}.content")):
+            p = f"{path}.content[{i}]"
+            if part.get("type") == "text":
+                texts.append(get(part, "text", str, p, required=True))
+            elif part.get("type") == "image":
+                imgs.append(_image(part, p, images))
+            else:
+                raise errors.InvalidRequest(f"'{p}.type' must be text or image in a tool_result",
+                                            param=f"{p}.type")
+    return ToolResult(get(block, "tool_use_id", str, path, required=True), "\n".join(texts),
+                      is_error=bool(block.get("is_error")), images=imgs)
+
+
+def _user(content, path: str, images, out: list) -> None:
+    results, parts = [], []
+    for i, block in enumerate(_blocks(content, path)):
+        p = f"{path}[{i}]"
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(Text(get(block, "text", str, p, required=True)))
+        elif kind == "image":
+            parts.append(_image(block, p, images))
+        elif kind == "tool_result":
+            results.append(_tool_result(block, p, images))
+        elif kind == "document":
+            raise errors.InvalidRequest(f"'{p}': document blocks are not supported by Command "
+                                        "Code (text and images only)", param=f"{p}.type")
+        else:
+            raise errors.InvalidRequest(f"'{p}.type' {kind!r} is not supported in a user message",
+                                        param=f"{p}.type")
+    if results:             # results answer the previous turn, so they come before the new text
+        out.append(Message("tool", results))
+    if parts:
+        out.append(Message("user", parts))
+
+
+def _assistant(content, path: str, out: list) -> None:
+    parts: list = []
+    for i, block in enumerate(_blocks(content, path)):
+        p = f"{path}[{i}]"
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(Text(get(block, "text", str, p, required=True)))
+        elif kind == "thinking":
+            parts.append(Reasoning(get(block, "thinking", str, p, default="")))   # signature dropped
+        elif kind == "tool_use":
+            parts.append(ToolCall(get(block, "id", str, p, required=True),
+                                  get(block, "name", str, p, required=True),
+                                  get(block, "input", dict, p, default={})))
+        elif kind in ("redacted_thinking", "server_tool_use", "web_search_tool_result"):
+            continue        # opaque to other models, or run by the server: nothing to send back
+        else:
+            raise errors.InvalidRequest(f"'{p}.type' {kind!r} is not supported in an assistant "
+                                        "message", param=f"{p}.type")
+    out.append(Message("assistant", parts))
+
+
+def _system(body: dict) -> list[SystemBlock]:
+    system = body.get("system")
+    if system is None:
+        return []
+    if isinstance(system, str):
+        return [SystemBlock(system)]
+    blocks = []
+    for i, block in enumerate(_blocks(system, "system")):
+        p = f"system[{i}]"
+        if block.get("type") != "text":
+            raise errors.InvalidRequest(f"'{p}.type' must be \"text\"", param=f"{p}.type")
+        cache = block.get("cache_control")
+        blocks.append(SystemBlock(get(block, "text", str, p, required=True),
+                                  {"type": "ephemeral"} if isinstance(cache, dict) else None))
+    return blocks
+
+
+def _tools(body: dict) -> list[Tool]:
+    tools = []
+    for i, t in enumerate(get(body, "tools", list, default=[])):
+        p = f"tools[{i}]"
+        if not isinstance(t, dict):
+            raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
+        if "input_schema" not in t and t.get("type") not in (None, "custom"):
+            continue        # a server tool (web search, code execution): Command Code runs none
+        tools.append(Tool(get(t, "name", str, p, required=True),
+                          get(t, "description", str, p, default=""),
+                          get(t, "input_schema", dict, p, required=True)))
+    return tools
+
+
+def _tool_choice(body: dict) -> str:
+    choice = get(body, "tool_choice", dict)
+    if choice is None:
+        return "auto"
+    kind = choice.get("type")
+    if kind in ("auto", "none"):
+        return kind
+    if kind in ("any", "tool"):
+        return "required"       # best effort: upstream has no tool_choice
+    raise errors.InvalidRequest("'tool_choice.type' must be auto, any, tool or none",
+                                param="tool_choice.type")
+
+
+def _effort(body: dict, model) -> str | None:
+    thinking = get(body, "thinking", dict)
+    if not thinking or thinking.get("type") != "enabled":
+        return None
+    budget = get(thinking, "budget_tokens", int, "thinking", default=0)
+    effort = next((e for limit, e in _BUDGET_EFFORTS if budget <= limit), "max")
+    return clamp_effort(model, effort)
+
+
+def decode(body, catalog: Catalog, images) -> ChatRequest:
+    """A Messages request body as a canonical request (nothing normalised yet)."""
+    body = body_object(body)
+    asked = get(body, "model", str, required=True)
+    model = require(catalog, asked)
+    raw = get(body, "messages", list, required=True)
+    if not raw:
+        raise errors.InvalidRequest("'messages' must not be empty", param="messages")
+    messages: list[Message] = []
+    for i, msg in enumerate(raw):
+        path = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise errors.InvalidRequest(f"'{path}' must be an object", param=path)
+        role = get(msg, "role", str, path, required=True)
+        if "content" not in msg:
+            raise errors.InvalidRequest(f"'{path}.content' is required", param=f"{path}.content")
+        if role == "user":
+            _user(msg["content"], f"{path}.content", images, messages)
+        elif role == "assistant":
+            _assistant(msg["content"], f"{path}.content", messages)
+        else:
+            raise errors.InvalidRequest(f"'{path}.role' must be \"user\" or \"assistant\"",
+                                        param=f"{path}.role")
+    return ChatRequest(
+        model=model, requested_model=asked, messages=messages, system=_system(body),
+        tools=_tools(body), tool_choice=_tool_choice(body),
+        max_tokens=positive_int(get(body, "max_tokens", int, required=True), "max_tokens"),
+        temperature=number_in(get(body, "temperature", (int, float)), 0, 1, "temperature"),
+        reasoning_effort=_effort(body, model), stream=bool(get(body, "stream", bool, default=False)))
+
+
+# ---- response ----------------------------------------------------------------------------------
+
+def usage_object(u: Usage) -> dict:
+    return {"input_tokens": u.uncached_input_tokens, "output_tokens": u.output_tokens,
+            "cache_read_input_tokens": u.cache_read_tokens,
+            "cache_creation_input_tokens": u.cache_write_tokens}
+
+
+def stop_reason(finish: Finish, saw_tool: bool) -> str:
+    if saw_tool and finish.reason in ("stop", TOOL_CALLS):
+        return "tool_use"
+    return _STOP_REASONS.get(finish.reason, "end_turn")
+
+
+def new_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {_dumps(data)}\n\n"
+
+
+class EventEncoder:
+    """Canonical events -> Anthropic SSE events, as UTF-8 bytes.
+
+    Blocks are opened lazily and closed before the next one opens, so their indexes are their
+    positions in the final ``content`` array, as the SDK's accumulator expects.
+    """
+
+    def __init__(self, model: str, message_id: str | None = None):
+        self.id = message_id or new_id()
+        self._start = _sse("message_start", {"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}})
+        self._index = -1
+        self._open: str | None = None       # "text" | "thinking" | None
+        self._saw_tool = False
+
+    def _begin(self) -> str:
+        out, self._start = self._start, ""
+        return out
+
+    def _close(self) -> str:
+        if self._open is None:
+            return ""
+        out = ""
+        if self._open == "thinking":
+            out = _sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
+                                               "delta": {"type": "signature_delta", "signature": ""}})
+        self._open = None
+        return out + _sse("content_block_stop", {"type": "content_block_stop", "index": self._index})
+
+    def _open_block(self, block: dict) -> str:
+        out = self._close()
+        self._index += 1
+        self._open = block["type"]
+        return out + _sse("content_block_start", {"type": "content_block_start",
+                                                  "index": self._index, "content_block": block})
+
+    def _delta(self, kind: str, block: dict, delta: dict) -> str:
+        out = self._open_block(block) if self._open != kind else ""
+        return out + _sse("content_block_delta", {"type": "content_block_delta",
+                                                  "index": self._index, "delta": delta})
+
+    def event(self, ev) -> bytes:
+        out = self._begin()
+        if type(ev) is TextDelta:
+            out += self._delta("text", {"type": "text", "text": ""},
+                               {"type": "text_delta", "text": ev.text})
+        elif type(ev) is ReasoningDelta:
+            out += self._delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
+                               {"type": "thinking_delta", "thinking": ev.text})
+        elif type(ev) is ToolCallEvent:
+            self._saw_tool = True
+            out += self._open_block({"type": "tool_use", "id": ev.id, "name": ev.name, "input": {}})
+            out += _sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
+                                                "delta": {"type": "input_json_delta",
+                                                          "partial_json": _dumps(ev.input)}})
+            self._open = "tool_use"
+            out += self._close()
+        elif type(ev) is Finish:
+            out += self._close()
+            out += _sse("message_delta", {"type": "message_delta",
+                                          "delta": {"stop_reason": stop_reason(ev, self._saw_tool),
+                                                    "stop_sequence": None},
+                                          "usage": usage_object(ev.usage)})
+            out += _sse("message_stop", {"type": "message_stop"})
+        return out.encode()
+
+    def heartbeat(self) -> bytes:
+        return (self._begin() + 'event: ping\ndata: {"type":"ping"}\n\n').encode()
+
+    def error(self, err: errors.GatewayError) -> bytes:
+        return (self._begin() + _sse("error", errors.envelope(err, errors.ANTHROPIC))).encode()
+
+
+def message(events, model: str) -> dict:
+    """The whole ``message`` object from a finished stream of canonical events."""
+    content: list[dict] = []
+    finish = None
+    saw_tool = False
+    for ev in events:
+        last = content[-1] if content else None
+        if type(ev) is TextDelta:
+            if last and last["type"] == "text":
+                last["text"] += ev.text
+            else:
+                content.append({"type": "text", "text": ev.text})
+        elif type(ev) is ReasoningDelta:
+            if last and last["type"] == "thinking":
+                last["thinking"] += ev.text
+            else:
+                content.append({"type": "thinking", "thinking": ev.text, "signature": ""})
+        elif type(ev) is ToolCallEvent:
+            saw_tool = True
+            content.append({"type": "tool_use", "id": ev.id, "name": ev.name, "input": ev.input})
+        elif type(ev) is Finish:
+            finish = ev
+    finish = finish or Finish("stop", Usage())
+    return {"id": new_id(), "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": stop_reason(finish, saw_tool),
+            "stop_sequence": None, "usage": usage_object(finish.usage)}
