@@ -105,6 +105,7 @@ class UpstreamError(GatewayError):
 
 class UpstreamTimeout(UpstreamError):
     status = 504
+    anthropic_type = "timeout_error"
     default_code = "upstream_timeout"
 
 
