@@ -33,19 +33,52 @@ Usage::
 
 or from a shell (manual testing, benchmarks): ``python tests/fake_upstream.py --port 9999``.
 
-Standard library only, so it runs anywhere the tests run.
+Usage computed from the request (optional)
+------------------------------------------
+By default every ``finish`` reports the fixed numbers of ``USAGE``.  With
+``FakeUpstream(usage_from_request=True)`` (shell: ``--usage-from-request``) the ``inputTokens``
+of ``finish`` (and of ``finish-step``) is instead counted on the envelope received, with a real
+byte-pair tokenizer: the Claude tokenizer (65,000 tokens) that ``anthropic`` Python SDK wheels up
+to 0.38 shipped as ``anthropic/tokenizer.json``, read with Hugging Face's ``tokenizers``.  Cache
+reads and writes are then 0, so the whole prompt is reported as uncached input; output numbers
+stay the scenario's.  ``bench/count_tokens_accuracy.py`` measures the gateway's local
+``count_tokens`` estimate against it.  Neither the tests nor the gateway need the tokenizer; this
+mode loads it lazily (when the server starts) and needs, once::
+
+    pip install tokenizers
+    pip download anthropic==0.34.2 --no-deps -d ~/.cache/claude-tokenizer
+
+(the wheel is only read, never installed; ``--tokenizer PATH`` or ``$FAKE_UPSTREAM_TOKENIZER``
+may name another folder, wheel or ``tokenizer.json``).  What is counted (``reference_input_tokens``):
+the envelope rendered the way Claude's prompt is laid out -- the system text; the tools as
+``<functions><function>{"description", "name", "parameters"}</function>...</functions>`` (JSON
+with the default ``", "`` / ``": "`` separators); each message as ``\n\nHuman: `` or
+``\n\nAssistant: `` followed by its parts (text as is, reasoning in ``<thinking>``, tool calls as
+``<function_calls><invoke name><parameter name>`` XML with JSON for non-string values, tool
+results as ``<function_results><result><name><output>``); a final ``\n\nAssistant:``; each image
+as Anthropic documents, ``ceil(w * h / 750)`` after scaling its long edge down to 1568 px,
+at most 1600, read from the PNG/JPEG/GIF/WebP header.  The hidden tool-use system prompt a
+provider adds (a few hundred tokens) is not counted.
+
+Standard library only (apart from that optional mode), so it runs anywhere the tests run.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import glob
 import json
+import math
+import os
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 import uuid
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -891,6 +924,179 @@ _REASONS = {402: "Payment Required", 429: "Too Many Requests", 529: "Site Overlo
 
 
 # ----------------------------------------------------------------------------------------------
+# Usage computed from the request (optional mode, see the module docstring)
+# ----------------------------------------------------------------------------------------------
+
+TOKENIZER_ENV = "FAKE_UPSTREAM_TOKENIZER"
+TOKENIZER_DIR = os.path.join("~", ".cache", "claude-tokenizer")
+TOKENIZER_INSTALL = ("pip install tokenizers && "
+                     "pip download anthropic==0.34.2 --no-deps -d ~/.cache/claude-tokenizer")
+IMAGE_MAX_EDGE = 1568
+IMAGE_MAX_TOKENS = 1600
+
+
+def _tokenizer_json(path: str) -> str:
+    """The text of Claude's ``tokenizer.json`` from a file, an ``anthropic`` wheel or a folder."""
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        for candidate in ([os.path.join(path, "tokenizer.json"),
+                           os.path.join(path, "anthropic", "tokenizer.json")]
+                          + sorted(glob.glob(os.path.join(path, "anthropic-*.whl")), reverse=True)):
+            if os.path.isfile(candidate):
+                return _tokenizer_json(candidate)
+        raise FileNotFoundError(f"no tokenizer.json or anthropic-*.whl in {path}")
+    if path.endswith(".whl"):
+        with zipfile.ZipFile(path) as wheel:
+            try:
+                return wheel.read("anthropic/tokenizer.json").decode("utf-8")
+            except KeyError:
+                raise FileNotFoundError(f"{path} has no anthropic/tokenizer.json "
+                                        "(anthropic wheels after 0.38 dropped it)") from None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def load_reference_tokenizer(path: str | None = None):
+    """``count(text) -> int`` with Claude's byte-pair tokenizer; imports ``tokenizers`` only now.
+
+    ``path``: a ``tokenizer.json``, an ``anthropic`` wheel holding one (<= 0.38) or a folder with
+    either; default ``$FAKE_UPSTREAM_TOKENIZER``, else ``~/.cache/claude-tokenizer``.
+    """
+    path = path or os.environ.get(TOKENIZER_ENV) or TOKENIZER_DIR
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise RuntimeError(f"usage-from-request needs the 'tokenizers' package: {TOKENIZER_INSTALL}") from None
+    try:
+        raw = _tokenizer_json(path)
+    except OSError as e:
+        raise RuntimeError(f"usage-from-request needs Claude's tokenizer.json ({e}): {TOKENIZER_INSTALL}") from None
+    tok = Tokenizer.from_str(raw)
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids) if text else 0
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG, GIF, JPEG or WebP header; None if unrecognised."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        kind = data[12:16]
+        if kind == b"VP8X":
+            return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+        if kind == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                return w, h
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
+def reference_image_tokens(data_url) -> int:
+    """Anthropic's documented image cost: ``w * h / 750`` after fitting the long edge in 1568 px."""
+    m = DATA_URL_RE.match(data_url) if isinstance(data_url, str) else None
+    try:
+        size = image_size(base64.b64decode(m.group(2))) if m else None
+    except ValueError:
+        size = None
+    if not size or not all(size):
+        return IMAGE_MAX_TOKENS
+    w, h = size
+    scale = min(1.0, IMAGE_MAX_EDGE / max(w, h))
+    return max(1, min(IMAGE_MAX_TOKENS, math.ceil((w * scale) * (h * scale) / 750)))
+
+
+def _render_part(part) -> tuple[str, int]:
+    """(text, image tokens) of one message part, laid out as in Claude's prompt."""
+    if not isinstance(part, dict):
+        return "", 0
+    kind = part.get("type")
+    if kind == "text":
+        return str(part.get("text", "")), 0
+    if kind == "reasoning":
+        return f"<thinking>\n{part.get('text', '')}\n</thinking>", 0
+    if kind == "image":
+        return "", reference_image_tokens(part.get("image"))
+    if kind == "tool-call":
+        args = part.get("input") if isinstance(part.get("input"), dict) else {}
+        params = "".join(f'<parameter name="{k}">{v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}'
+                         f"</parameter>\n" for k, v in args.items())
+        return (f'<function_calls>\n<invoke name="{part.get("toolName", "")}">\n{params}'
+                "</invoke>\n</function_calls>"), 0
+    if kind == "tool-result":
+        out = part.get("output") if isinstance(part.get("output"), dict) else {}
+        tag = "error" if out.get("type") == "error-text" else "output"
+        return (f"<function_results>\n<result>\n<name>{part.get('toolName', '')}</name>\n"
+                f"<{tag}>{out.get('value', '')}</{tag}>\n</result>\n</function_results>"), 0
+    return "", 0
+
+
+def render_prompt(params) -> tuple[str, int]:
+    """``params`` (the envelope's) as Claude's prompt text, plus the image tokens beside it."""
+    params = params if isinstance(params, dict) else {}
+    system = params.get("system")
+    if isinstance(system, list):
+        system = "\n\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    chunks = [system if isinstance(system, str) else ""]
+    tools = [t for t in params.get("tools") or [] if isinstance(t, dict)]
+    if tools:
+        chunks.append("\n\n<functions>")
+        for t in tools:
+            spec = {"description": t.get("description", ""), "name": t.get("name", ""),
+                    "parameters": t.get("input_schema", {})}
+            chunks.append(f"\n<function>{json.dumps(spec, ensure_ascii=False)}</function>")
+        chunks.append("\n</functions>")
+    images = 0
+    for msg in params.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        chunks.append("\n\nAssistant: " if msg.get("role") == "assistant" else "\n\nHuman: ")
+        content = msg.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        texts = []
+        for part in parts if isinstance(parts, list) else []:
+            text, n = _render_part(part)
+            images += n
+            if text:
+                texts.append(text)
+        chunks.append("\n\n".join(texts))
+    chunks.append("\n\nAssistant:")
+    return "".join(chunks), images
+
+
+def reference_input_tokens(params, count) -> int:
+    """Input tokens of ``params`` with ``count(text) -> int`` (see ``load_reference_tokenizer``)."""
+    text, images = render_prompt(params)
+    return count(text) + images
+
+
+def _with_input_tokens(steps, input_tokens: int):
+    """``steps`` with ``inputTokens`` of ``finish``/``finish-step`` replaced (no cache)."""
+    for step in steps:
+        if isinstance(step, dict) and step.get("type") == "finish" and isinstance(step.get("totalUsage"), dict):
+            u = step["totalUsage"]
+            out = u.get("outputTokens", 0)
+            reasoning = (u.get("outputTokenDetails") or {}).get("reasoningTokens", 0)
+            step = {**step, "totalUsage": full_usage(input_tokens, 0, 0, out, reasoning)}
+        elif isinstance(step, dict) and step.get("type") == "finish-step" and isinstance(step.get("usage"), dict):
+            step = {**step, "usage": {**step["usage"], "inputTokens": input_tokens}}
+        yield step
+
+
+# ----------------------------------------------------------------------------------------------
 # Server
 # ----------------------------------------------------------------------------------------------
 
@@ -939,10 +1145,16 @@ class FakeUpstream:
 
     ``chunk_size``: bytes per HTTP chunk in split mode.  ``strict``: validate requests (§3/§4)
     and record problems in ``violations``; non-strict mode only plays scenarios.
+    ``usage_from_request``: report ``inputTokens`` counted on each request with Claude's
+    tokenizer (found at ``tokenizer``, see ``load_reference_tokenizer``) instead of the fixed
+    ``USAGE``; the count is also recorded as ``requests[i]["input_tokens"]``.
     """
 
-    def __init__(self, host="127.0.0.1", port=0, chunk_size=7, strict=True):
+    def __init__(self, host="127.0.0.1", port=0, chunk_size=7, strict=True,
+                 usage_from_request=False, tokenizer=None):
         self.host, self.port, self.chunk_size, self.strict = host, port, chunk_size, strict
+        self.usage_from_request, self.tokenizer_path = usage_from_request, tokenizer
+        self._count = None                   # count(text) -> int, loaded by start() in that mode
         self.default_scenario = "text"      # played when the last user message has no marker
         self.log = None                      # optional callable(str) for main(): live request/violation log
         self.requests: list[dict] = []
@@ -960,6 +1172,8 @@ class FakeUpstream:
     def start(self) -> "FakeUpstream":
         if self._server is not None:
             return self
+        if self.usage_from_request and self._count is None:
+            self._count = load_reference_tokenizer(self.tokenizer_path)
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
@@ -1112,6 +1326,10 @@ class FakeUpstream:
                 "code": "UNKNOWN_SCENARIO", "status": 400, "message": f"fake upstream: {e}"}})
             return
 
+        if self.usage_from_request and plan.status == 200:
+            n = reference_input_tokens(ctx.params, self._count)
+            record["input_tokens"] = n
+            plan.steps = _with_input_tokens(plan.steps, n)
         if plan.status != 200:
             self._send_raw(h, plan.status, plan.body or b"", plan.content_type)
         else:
@@ -1237,8 +1455,15 @@ def main(argv=None) -> None:
     ap.add_argument("--default-scenario", default="text", choices=sorted(SCENARIOS),
                     help="scenario played when no [[marker]] is present (e.g. fast for benchmarks)")
     ap.add_argument("--quiet", action="store_true", help="do not log requests and violations")
+    ap.add_argument("--usage-from-request", action="store_true",
+                    help="report inputTokens counted on each request with Claude's tokenizer "
+                         f"(needs: {TOKENIZER_INSTALL})")
+    ap.add_argument("--tokenizer", metavar="PATH",
+                    help=f"tokenizer.json, anthropic wheel or folder (default ${TOKENIZER_ENV} "
+                         f"or {TOKENIZER_DIR})")
     args = ap.parse_args(argv)
-    fake = FakeUpstream(args.host, args.port, args.chunk_size, strict=not args.no_strict)
+    fake = FakeUpstream(args.host, args.port, args.chunk_size, strict=not args.no_strict,
+                        usage_from_request=args.usage_from_request, tokenizer=args.tokenizer)
     fake.default_scenario = args.default_scenario
     if not args.quiet:
         fake.log = lambda m: print(m, file=sys.stderr, flush=True)
@@ -1247,7 +1472,10 @@ def main(argv=None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    fake.start()
+    try:
+        fake.start()
+    except RuntimeError as e:           # usage-from-request without its tokenizer
+        sys.exit(f"fake upstream: {e}")
     print(f"fake Command Code upstream listening on {fake.url} (Ctrl-C to stop)", flush=True)
     try:
         while True:
