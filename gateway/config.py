@@ -146,23 +146,24 @@ def validate(overrides: dict, where: str = "config") -> dict:
     _check_port(cfg["port"], f"{where}: field 'port'")
     cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
                                                 f"{where}: field 'commandcode.base_url'")
-    _check_model_map(cfg["model_map"], where)
+    _check_model_map(cfg["model_map"], cfg["exclude_models"], where)
     if not isinstance(logging.getLevelName(cfg["log_level"].upper()), int):
         raise ConfigError(f"{where}: field 'log_level' must be one of debug, info, warning, "
                           "error, critical")
     return cfg
 
 
-def _check_model_map(model_map: dict, where: str) -> None:
-    """Every target must be a model of the catalog: a typo would otherwise surface as 404s later."""
+def _check_model_map(model_map: dict, exclude: list, where: str) -> None:
+    """Every target must be a model the gateway serves: a typo, or a target hidden by
+    ``exclude_models``, would otherwise surface only as 404s on every mapped request."""
     if not model_map:
         return
     from .catalog import Catalog
-    catalog = Catalog.load()
+    catalog = Catalog.load(exclude)
     for pattern, target in model_map.items():
         if catalog.resolve(target) is None:
             raise ConfigError(f"{where}: field 'model_map.{pattern}' maps to '{target}', which is "
-                              "not a known model")
+                              "not a known model or is excluded by exclude_models")
 
 
 def _check_port(port: int, name: str) -> int:

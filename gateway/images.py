@@ -28,7 +28,7 @@ _MAX_REDIRECTS = 3
 
 def from_data_url(url: str, param: str) -> Image:
     m = _DATA_URL.match(url)
-    if not m:
+    if not m or len(url) == m.end():
         raise errors.InvalidRequest(
             f"{param}: expected a data URL of the form data:image/<type>;base64,<data>", param=param)
     return Image(url, m.group(1).lower())

@@ -20,10 +20,13 @@ def _keep(part) -> bool:
 
 
 def _pair_tool_calls(messages: list[Message]) -> list[Message]:
-    """Answer every tool call before the next turn; drop results nobody asked for."""
+    """Answer every tool call before the next turn; drop results nobody asked for.
+
+    Pairing is per assistant turn: agents (and models) reuse ids such as ``call_1`` in later
+    turns, and each use is answered by the results that follow it.
+    """
     out: list[Message] = []
     pending: dict[str, str] = {}        # call id -> tool name, in call order
-    seen: set[str] = set()
 
     def flush():
         if pending:
@@ -45,11 +48,27 @@ def _pair_tool_calls(messages: list[Message]) -> list[Message]:
         out.append(msg)
         if msg.role == "assistant":
             for p in msg.parts:
-                if isinstance(p, ToolCall) and p.id not in seen:
-                    seen.add(p.id)
+                if isinstance(p, ToolCall):
+                    if not p.id or not p.name:
+                        raise errors.InvalidRequest("every tool call in the history needs a "
+                                                    "non-empty id and name", param="messages")
+                    if p.id in pending:
+                        raise errors.InvalidRequest(f"the tool call id '{p.id}' appears twice in "
+                                                    "one assistant turn", param="messages")
                     pending[p.id] = p.name
     flush()
     return out
+
+
+def _check_tools(req: ChatRequest) -> None:
+    names = set()
+    for i, tool in enumerate(req.tools):
+        if not tool.name:
+            raise errors.InvalidRequest("every tool needs a non-empty name", param=f"tools[{i}].name")
+        if tool.name in names:
+            raise errors.InvalidRequest(f"the tool name '{tool.name}' is used twice",
+                                        param=f"tools[{i}].name")
+        names.add(tool.name)
 
 
 def _merge_same_role(messages: list[Message]) -> list[Message]:
@@ -75,6 +94,7 @@ def normalize(req: ChatRequest) -> ChatRequest:
         if parts:
             messages.append(Message(msg.role, parts))
     messages = _merge_same_role(_pair_tool_calls(messages))
+    _check_tools(req)
     if not any(m.role in ("user", "tool") for m in messages):
         raise errors.InvalidRequest("messages must contain at least one non-empty user message",
                                     param="messages")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 import uuid
 
@@ -262,7 +263,7 @@ class Decoder:
                 return                  # run by the server itself, not the client's to answer
             name = str(ev.get("toolName") or "")
             self._tool_calls += 1
-            events.append(ToolCallEvent(str(ev.get("toolCallId") or f"call_{self._tool_calls}"),
+            events.append(ToolCallEvent(str(ev.get("toolCallId") or "call_" + secrets.token_hex(8)),
                                         self._back.get(name, name),
                                         _tool_input(ev["input"] if "input" in ev else ev.get("args"))))
         elif kind == "finish":
