@@ -53,7 +53,7 @@ Part = Union[Text, Image, Reasoning, ToolCall, ToolResult]
 @dataclass(slots=True)
 class Message:
     role: str           # "user" | "assistant" | "tool"
-    parts: list
+    parts: list[Part]
 
 
 @dataclass(slots=True)
