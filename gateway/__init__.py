@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as config_mod
-from . import errors
-from .catalog import Catalog
+from . import errors, keys, plans
+from .account import Account, ModelDiscovery
+from .catalog import Catalog, prefixed
 from .images import RemoteImages
+from .key_routes import KeyRoutes
 from .transport import Transport
+from .upstream.auto import AutoRoute
 from .upstream.cli import CliRoute
+from .upstream.provider import ProviderRoute
 from .usage import UsageStore
 
 log = logging.getLogger("gateway")
@@ -31,17 +36,61 @@ class Gateway:
 
     def __init__(self, cfg: dict):
         self.config = cfg
-        self.catalog = Catalog.load(cfg["exclude_models"], cfg["model_map"])
-        self.models_payload = [m.as_openai() for m in self.catalog.models]
+        self.shipped_catalog = Catalog.load(cfg["exclude_models"], cfg["model_map"])
+        self._set_catalog(self.shipped_catalog)
         self.images = RemoteImages(cfg["fetch_remote_images"],
                                    int(cfg["remote_image_max_mb"] * 1024 * 1024),
                                    cfg["remote_image_timeout"])
         cc = cfg["commandcode"]
+        self.api_key = cc["api_key"]
         self.transport = Transport(cc["connect_timeout"], cc["idle_timeout"])
-        self.route = CliRoute(cfg, self.transport)
+        cli, provider = CliRoute(cfg, self.transport), ProviderRoute(cfg, self.transport)
+        if cc["mode"] == "auto":
+            routes_file = os.path.join(os.path.dirname(os.path.abspath(cfg["usage_file"])),
+                                       "key_routes.json")
+            self.route = AutoRoute(cli, provider, KeyRoutes(routes_file))
+        else:
+            self.route = cli if cc["mode"] == "cli" else provider
         self.usage = UsageStore(cfg["usage_file"])
+        self.account = Account(cfg, self.transport)
+        self.discovery = ModelDiscovery(cfg, self.transport, self._merge_model_list) \
+            if cfg["discover_models"] else None
         self.keepalive_interval = cfg["keepalive_interval"]
         self.local_keys = [k.encode() for k in config_mod.local_keys(cfg)]
+        self.passthrough = cfg["client_keys"] == "passthrough"
+        self._include = tuple(p.lower() for p in cfg["include_models"] if p)
+
+    def _set_catalog(self, catalog: Catalog) -> None:
+        self.models_payload = [(m, m.as_openai()) for m in catalog.models]
+        self.catalog = catalog          # one assignment: readers see the old or the new one
+
+    def _merge_model_list(self, entries: list[dict]) -> None:
+        self._set_catalog(self.shipped_catalog.with_upstream(entries))
+
+    def tier(self, key: str | None) -> str | None:
+        """The plan tier whose models ``/v1/models`` lists for ``key`` (None: list them all)."""
+        plan = self.config["plan"]
+        if plan == "all":
+            return None
+        if plan != "auto":
+            return plan
+        key = key or self.api_key
+        if not key:
+            return None
+        try:
+            return plans.tier(self.account.credits(key))
+        except errors.GatewayError as err:
+            log.warning("could not read the plan (%s); listing every model", err.message)
+            return None
+
+    def listed_models(self, key: str | None) -> list[dict]:
+        """``/v1/models`` entries: the catalog less ``exclude_models``, less what the plan cannot
+        use unless ``include_models`` names it."""
+        tier = self.tier(key)
+        if tier is None:
+            return [entry for _, entry in self.models_payload]
+        return [entry for m, entry in self.models_payload
+                if plans.usable(m.min_plan, tier) or prefixed(m.id, self._include)]
 
     def authorized(self, presented: str | None) -> bool:
         """Constant-time comparison against every local key (no early exit on a match)."""
@@ -101,10 +150,21 @@ def _install_handlers(app: Flask, gw: Gateway) -> None:
             return resp
         if request.endpoint in _PUBLIC_ENDPOINTS:
             return None
-        if not gw.authorized(_presented_key()):
+        presented = _presented_key()
+        environ = request.environ
+        if gw.authorized(presented):
+            environ[keys.UPSTREAM_KEY] = None
+            environ[keys.KEY_LABEL] = keys.GATEWAY_LABEL
+        elif gw.passthrough and presented and keys.is_command_code_key(presented):
+            environ[keys.UPSTREAM_KEY] = presented      # the caller's own plan, this request only
+            environ[keys.KEY_LABEL] = keys.label(presented)
+        else:
             raise errors.AuthenticationFailed(
                 "Missing or invalid API key: send the gateway's local key as 'Authorization: "
-                "Bearer <key>' or 'x-api-key: <key>'")
+                "Bearer <key>' or 'x-api-key: <key>'" + (
+                    ", or your own Command Code key (user_...)" if gw.passthrough else ""))
+        if gw.discovery is not None:
+            gw.discovery.ensure_running()
         return None
 
     @app.errorhandler(errors.GatewayError)

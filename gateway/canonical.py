@@ -28,7 +28,10 @@ class Image:
 
 @dataclass(slots=True)
 class Reasoning:
+    """Reasoning shown in an earlier turn.  ``signature`` is Anthropic's proof that a thinking
+    block is the model's own; Claude needs it back to continue a turn that used tools."""
     text: str
+    signature: str = ""
 
 
 @dataclass(slots=True)
@@ -114,7 +117,9 @@ class TextDelta:
 
 @dataclass(slots=True)
 class ReasoningDelta:
+    """Reasoning text; a delta may instead carry only the block's ``signature`` (Claude)."""
     text: str
+    signature: str = ""
 
 
 @dataclass(slots=True)

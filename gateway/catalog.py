@@ -20,8 +20,10 @@ _DATE_SUFFIX = re.compile(r"[-@]\d{8}$")
 
 @dataclass(frozen=True, slots=True)
 class Model:
+    """One model.  A model only the Provider API's list knows has ``vision`` None (unknown: images
+    go through and upstream decides), no efforts and no minimum plan."""
     id: str
-    vision: bool
+    vision: bool | None
     efforts: tuple[str, ...]
     context: int
     max_output: int | None
@@ -45,11 +47,18 @@ def _short(model_id: str) -> str:
     return model_id.rsplit("/", 1)[-1]
 
 
+def prefixed(model_id: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether the part of ``model_id`` after its last ``/`` starts with one of the lowercase
+    ``prefixes`` (how ``exclude_models`` and ``include_models`` name models)."""
+    return bool(prefixes) and _short(model_id).lower().startswith(prefixes)
+
+
 class Catalog:
     """Lookup tables built once at startup; resolution is a few dict hits per request."""
 
     def __init__(self, models: list[Model], aliases: dict[str, str], exclude: list[str] = (),
                  model_map: dict[str, str] | None = None):
+        self._args = (aliases, exclude, model_map)
         self._exclude = tuple(p.lower() for p in exclude if p)
         self._map = [(p.lower(), t) for p, t in (model_map or {}).items()]
         self.models = [m for m in models if not self.excluded(m.id)]
@@ -71,8 +80,31 @@ class Catalog:
                         m["min_plan"]) for m in data["models"]]
         return cls(models, data["aliases"], exclude, model_map)
 
+    def with_upstream(self, entries: list[dict]) -> "Catalog":
+        """A new catalog that also holds the models of the Provider API's list (``/provider/v1/models``).
+
+        Known models take the list's context length and output cap when it gives them (they
+        are newer than the shipped table); unknown ones are added with what the list says.
+        """
+        models = {m.id: m for m in self._by_id.values()}
+        for e in entries:
+            mid = e.get("id") if isinstance(e, dict) else None
+            if not isinstance(mid, str) or not mid:
+                continue
+            ctx = e.get("context_length")
+            out = e.get("max_output_tokens")
+            ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
+            out = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
+            old = models.get(mid)
+            if old is None:
+                models[mid] = Model(mid, None, (), ctx or 200000, out, None)
+            else:
+                models[mid] = Model(mid, old.vision, old.efforts, ctx or old.context,
+                                    out or old.max_output, old.min_plan)
+        return Catalog(list(models.values()), *self._args)
+
     def excluded(self, model_id: str) -> bool:
-        return _short(model_id).lower().startswith(self._exclude) if self._exclude else False
+        return prefixed(model_id, self._exclude)
 
     def _lookup(self, name: str) -> str | None:
         low = name.lower()

@@ -17,7 +17,7 @@ import logging
 
 from flask import Response, stream_with_context
 
-from . import errors, relay
+from . import errors, keys, relay
 from .canonical import ChatRequest, Finish
 from .normalize import normalize
 
@@ -26,9 +26,9 @@ log = logging.getLogger("gateway.chat")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _record(gw, req: ChatRequest, usage, failed: bool) -> None:
+def _record(gw, req: ChatRequest, usage, failed: bool, environ: dict) -> None:
     try:
-        gw.usage.record(req.model.id, usage, failed)
+        gw.usage.record(req.model.id, usage, failed, environ.get(keys.KEY_LABEL))
     except Exception:       # counting must never break an answer that was already given
         log.exception("could not update the usage file %s", gw.usage.path)
 
@@ -38,15 +38,15 @@ def open_events(gw, req: ChatRequest, environ: dict):
 
     Returns an iterator of canonical events (and :data:`relay.HEARTBEAT` markers).
     """
-    stream = gw.route.open(normalize(req))
+    stream = gw.route.open(normalize(req), environ.get(keys.UPSTREAM_KEY))
     events = relay.pump(stream, gw.keepalive_interval, relay.client_gone_checker(environ))
     try:
         first = next(events)
     except StopIteration:
-        _record(gw, req, None, True)
+        _record(gw, req, None, True, environ)
         raise errors.UpstreamError("Command Code closed the stream without answering") from None
     except errors.GatewayError:
-        _record(gw, req, None, True)
+        _record(gw, req, None, True, environ)
         raise
     return itertools.chain((first,), events), events
 
@@ -66,7 +66,7 @@ def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
                     # counted before the last bytes go out, so /usage is current once the client
                     # has its answer
                     recorded = True
-                    _record(gw, req, ev.usage, False)
+                    _record(gw, req, ev.usage, False, environ)
                     yield encoder.event(ev)
                     return
                 yield encoder.event(ev)
@@ -79,7 +79,7 @@ def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
         finally:
             source.close()      # stops the reader (and upstream) if the client left early
             if not recorded:
-                _record(gw, req, None, True)
+                _record(gw, req, None, True, environ)
 
     return Response(stream_with_context(generate()), mimetype="text/event-stream",
                     headers=SSE_HEADERS)
@@ -99,5 +99,5 @@ def collect(gw, req: ChatRequest, environ: dict) -> list:
                 return out
     finally:
         source.close()
-        _record(gw, req, usage, failed)
+        _record(gw, req, usage, failed, environ)
     raise errors.UpstreamError("the client went away before the answer was complete")

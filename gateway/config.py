@@ -28,6 +28,7 @@ DEFAULTS: dict = {
     "api_keys": [],
     "commandcode": {
         "api_key": None,        # the Command Code key (user_...)
+        "mode": "auto",         # auto | cli | provider: which upstream route model calls take
         "base_url": DEFAULT_BASE_URL,
         "cli_version": DEFAULT_CLI_VERSION,
         "connect_timeout": 10.0,    # seconds to open the upstream connection
@@ -35,7 +36,11 @@ DEFAULTS: dict = {
     },
     "host": "localhost",
     "port": 11434,
+    "client_keys": "local",         # local | passthrough (callers may send their own user_ key)
+    "plan": "auto",                 # auto | all | go | goat | pro | max: which models /v1/models lists
+    "include_models": [],           # listed whatever the plan (same prefixes as exclude_models)
     "exclude_models": [],
+    "discover_models": True,        # merge /provider/v1/models into /v1/models (in the background)
     "model_map": {},                # ordered glob patterns -> catalog ids, e.g. claude-* -> deepseek/...
     "usage_file": "usage.json",
     "fetch_remote_images": False,   # fetch http(s) image URLs (never private/loopback addresses)
@@ -47,6 +52,10 @@ DEFAULTS: dict = {
     "log_level": "info",
 }
 
+MODES = ("auto", "cli", "provider")
+CLIENT_KEYS = ("local", "passthrough")
+PLANS = ("auto", "all", "go", "goat", "pro", "max")
+
 _NUMBER = (int, float)
 #: The type each leaf must have; a dict means a nested section.
 _SCHEMA: dict = {
@@ -54,6 +63,7 @@ _SCHEMA: dict = {
     "api_keys": list,
     "commandcode": {
         "api_key": (str, type(None)),
+        "mode": str,
         "base_url": str,
         "cli_version": str,
         "connect_timeout": _NUMBER,
@@ -61,7 +71,11 @@ _SCHEMA: dict = {
     },
     "host": str,
     "port": int,
+    "client_keys": str,
+    "plan": str,
+    "include_models": list,
     "exclude_models": list,
+    "discover_models": bool,
     "model_map": "mapping",
     "usage_file": str,
     "fetch_remote_images": bool,
@@ -81,6 +95,7 @@ DEFAULT_FILE_TEMPLATE = """\
 api_key: "{local_key}"          # clients send this as 'Authorization: Bearer ...' or 'x-api-key'
 commandcode:
   api_key: ""                   # your Command Code key (user_...); or set COMMAND_CODE_API_KEY
+  mode: "auto"                  # auto: Provider API if the plan has it, else the CLI route
   base_url: "{base_url}"
   cli_version: "{cli_version}"
 host: "localhost"
@@ -143,6 +158,11 @@ def validate(overrides: dict, where: str = "config") -> dict:
         value = (cfg[section] if section else cfg)[key]
         if value <= 0:
             raise ConfigError(f"{where}: field '{field}' must be greater than 0")
+    for field, choices in (("commandcode.mode", MODES), ("client_keys", CLIENT_KEYS),
+                           ("plan", PLANS)):
+        section, _, key = field.rpartition(".")
+        if (cfg[section] if section else cfg)[key] not in choices:
+            raise ConfigError(f"{where}: field '{field}' must be one of {', '.join(choices)}")
     _check_port(cfg["port"], f"{where}: field 'port'")
     cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
                                                 f"{where}: field 'commandcode.base_url'")
@@ -272,6 +292,10 @@ def load(env=os.environ) -> dict:
         cc["api_key"] = env["COMMAND_CODE_API_KEY"].strip()
     if not cc["api_key"]:
         cc["api_key"] = _cli_auth_key(env.get("HOME"))
+    if env.get("COMMANDCODE_MODE"):
+        cc["mode"] = env["COMMANDCODE_MODE"].strip()
+        if cc["mode"] not in MODES:
+            raise ConfigError(f"environment: COMMANDCODE_MODE must be one of {', '.join(MODES)}")
     if env.get("COMMANDCODE_BASE_URL"):
         cc["base_url"] = _check_url(env["COMMANDCODE_BASE_URL"], "environment: COMMANDCODE_BASE_URL")
     if env.get("GATEWAY_API_KEY", "").strip():

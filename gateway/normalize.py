@@ -98,7 +98,7 @@ def normalize(req: ChatRequest) -> ChatRequest:
     if not any(m.role in ("user", "tool") for m in messages):
         raise errors.InvalidRequest("messages must contain at least one non-empty user message",
                                     param="messages")
-    if not req.model.vision and _has_images(messages):
+    if req.model.vision is False and _has_images(messages):     # None: unknown, upstream decides
         raise errors.InvalidRequest(
             f"the model '{req.model.id}' does not accept images; pick a vision model "
             "(GET /v1/models shows \"vision\": true)", param="messages", code="image_not_supported")

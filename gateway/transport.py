@@ -102,6 +102,45 @@ class Transport:
             raise failures.from_http(resp.status_code, body)
         return resp
 
+    def get_json(self, url: str, headers: dict, timeout: float = 10.0):
+        """GET a small JSON document (account and model-list endpoints; not the hot path)."""
+        try:
+            resp = self.session.get(url, headers=headers, timeout=(self.timeout[0], timeout))
+        except requests.exceptions.Timeout:
+            raise errors.UpstreamTimeout("Command Code did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            where = "/".join(url.split("/", 3)[:3])
+            raise errors.UpstreamError(f"cannot reach Command Code at {where} "
+                                       f"({type(exc).__name__})") from None
+        with resp:
+            if resp.status_code >= 300:
+                raise failures.from_http(resp.status_code, resp.content[:_ERROR_BODY_LIMIT])
+            try:
+                return resp.json()
+            except ValueError:
+                raise errors.UpstreamError(f"Command Code answered {url.split('/', 3)[-1]} "
+                                           "with something that is not JSON") from None
+
+
+def iter_events(resp: requests.Response, decoder):
+    """Lists of canonical events from ``resp``'s body through ``decoder`` (``feed``/``end``/
+    ``done``), one list per network read that completed an event; the response is closed after.
+
+    After the final event the body is still read to its end, so the connection goes back to
+    the pool instead of being dropped.
+    """
+    try:
+        for chunk in iter_chunks(resp):
+            events = decoder.feed(chunk)
+            if events:
+                yield events
+        if not decoder.done:
+            events = decoder.end()
+            if events:
+                yield events
+    finally:
+        resp.close()
+
 
 def iter_chunks(resp: requests.Response):
     """Yield body bytes as they arrive (one socket read each), never waiting to fill a buffer."""

@@ -33,6 +33,9 @@ def _zero() -> dict:
     return dict.fromkeys(COUNTERS, 0)
 
 
+SECTIONS = ("models", "days", "keys")
+
+
 def empty() -> dict:
     return {**_zero(), "models": {}, "days": {}}
 
@@ -53,7 +56,7 @@ def _valid(data) -> bool:
     """True for a structure this module wrote (every counter an integer, buckets mappings)."""
     if not _valid_bucket(data):
         return False
-    for section in ("models", "days"):
+    for section in SECTIONS:
         buckets = data.get(section, {})
         if not isinstance(buckets, dict) or not all(_valid_bucket(b) for b in buckets.values()):
             return False
@@ -122,8 +125,10 @@ class UsageStore:
                 except OSError:
                     pass
 
-    def record(self, model: str, usage: Usage | None, failed: bool = False) -> None:
-        """Add one request to the totals, the model's and today's (UTC) buckets."""
+    def record(self, model: str, usage: Usage | None, failed: bool = False,
+               key: str | None = None) -> None:
+        """Add one request to the totals, the model's and today's (UTC) buckets, and the
+        bucket of ``key`` (a key's label, never a key) when given."""
         usage = usage or Usage()
         day = time.strftime("%Y-%m-%d", time.gmtime())
         with self._thread_lock, open(self._lock_path, "a") as lock:
@@ -137,6 +142,8 @@ class UsageStore:
             _add(data, usage, failed)
             _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
             _add(data.setdefault("days", {}).setdefault(day, _zero()), usage, failed)
+            if key:
+                _add(data.setdefault("keys", {}).setdefault(key, _zero()), usage, failed)
             self._write(data)
             # the lock is released when the lock file is closed
 

@@ -46,9 +46,9 @@ def fake(fake_server):
 
 def gateway_config(fake_url: str, tmp_path, **overrides) -> dict:
     cfg = {"api_key": LOCAL_KEY,
-           "commandcode": {"api_key": UPSTREAM_KEY, "base_url": fake_url},
+           "commandcode": {"api_key": UPSTREAM_KEY, "base_url": fake_url, "mode": "cli"},
            "usage_file": str(tmp_path / "usage.json"),
-           "keepalive_interval": 0.5}
+           "keepalive_interval": 0.5, "plan": "all", "discover_models": False}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}

@@ -102,7 +102,8 @@ def _assistant(content, path: str, out: list) -> None:
         if kind == "text":
             parts.append(Text(get(block, "text", str, p, required=True)))
         elif kind == "thinking":
-            parts.append(Reasoning(get(block, "thinking", str, p, default="")))   # signature dropped
+            parts.append(Reasoning(get(block, "thinking", str, p, default=""),
+                                   get(block, "signature", str, p, default="")))
         elif kind == "tool_use":
             parts.append(ToolCall(get(block, "id", str, p, required=True),
                                   get(block, "name", str, p, required=True),
@@ -236,6 +237,7 @@ class EventEncoder:
             "usage": {"input_tokens": 0, "output_tokens": 0}}})
         self._index = -1
         self._open: str | None = None       # "text" | "thinking" | None
+        self._signed = False                # the open thinking block got its signature
         self._saw_tool = False
 
     def _begin(self) -> str:
@@ -246,7 +248,7 @@ class EventEncoder:
         if self._open is None:
             return ""
         out = ""
-        if self._open == "thinking":
+        if self._open == "thinking" and not self._signed:
             out = _sse("content_block_delta", {"type": "content_block_delta", "index": self._index,
                                                "delta": {"type": "signature_delta", "signature": ""}})
         self._open = None
@@ -256,6 +258,7 @@ class EventEncoder:
         out = self._close()
         self._index += 1
         self._open = block["type"]
+        self._signed = False
         return out + _sse("content_block_start", {"type": "content_block_start",
                                                   "index": self._index, "content_block": block})
 
@@ -270,8 +273,15 @@ class EventEncoder:
             out += self._delta("text", {"type": "text", "text": ""},
                                {"type": "text_delta", "text": ev.text})
         elif type(ev) is ReasoningDelta:
-            out += self._delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
-                               {"type": "thinking_delta", "thinking": ev.text})
+            if ev.text:
+                out += self._delta("thinking", {"type": "thinking", "thinking": "", "signature": ""},
+                                   {"type": "thinking_delta", "thinking": ev.text})
+            if ev.signature and self._open == "thinking":
+                self._signed = True
+                out += _sse("content_block_delta", {"type": "content_block_delta",
+                                                    "index": self._index,
+                                                    "delta": {"type": "signature_delta",
+                                                              "signature": ev.signature}})
         elif type(ev) is ToolCallEvent:
             self._saw_tool = True
             out += self._open_block({"type": "tool_use", "id": ev.id, "name": ev.name, "input": {}})
@@ -309,10 +319,11 @@ def message(events, model: str) -> dict:
             else:
                 content.append({"type": "text", "text": ev.text})
         elif type(ev) is ReasoningDelta:
-            if last and last["type"] == "thinking":
+            if last and last["type"] == "thinking" and not last["signature"]:
                 last["thinking"] += ev.text
-            else:
-                content.append({"type": "thinking", "thinking": ev.text, "signature": ""})
+                last["signature"] = ev.signature
+            elif ev.text:
+                content.append({"type": "thinking", "thinking": ev.text, "signature": ev.signature})
         elif type(ev) is ToolCallEvent:
             saw_tool = True
             content.append({"type": "tool_use", "id": ev.id, "name": ev.name, "input": ev.input})

@@ -246,7 +246,7 @@ class ChunkEncoder:
         if type(ev) is TextDelta:
             return self._chunk({"content": ev.text})
         if type(ev) is ReasoningDelta:
-            return self._chunk({"reasoning_content": ev.text})
+            return self._chunk({"reasoning_content": ev.text}) if ev.text else b""
         if type(ev) is ToolCallEvent:
             index, self._tools = self._tools, self._tools + 1
             return self._chunk({"tool_calls": [{"index": index, "id": ev.id, "type": "function",
@@ -278,7 +278,7 @@ def completion(events, model: str) -> dict:
     for ev in events:
         if type(ev) is TextDelta:
             text.append(ev.text)
-        elif type(ev) is ReasoningDelta:
+        elif type(ev) is ReasoningDelta and ev.text:
             reasoning.append(ev.text)
         elif type(ev) is ToolCallEvent:
             calls.append({"id": ev.id, "type": "function",

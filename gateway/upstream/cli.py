@@ -18,7 +18,7 @@ import secrets
 import time
 import uuid
 
-from .. import errors, transport
+from .. import errors, keys, transport
 from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, Finish, Image,
                          Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
                          ToolResult, Usage)
@@ -335,13 +335,7 @@ class CliRoute:
         }
 
     def open(self, req: ChatRequest, api_key: str | None = None) -> "CliStream":
-        key = api_key or self.api_key
-        if not key:
-            raise errors.NotConfigured(
-                "the gateway has no Command Code API key: set COMMAND_CODE_API_KEY, or "
-                "commandcode.api_key in the gateway's config file, or log in with the Command "
-                "Code CLI (cmd login) on this machine, then restart the gateway",
-                code="upstream_key_missing")
+        key = keys.require(api_key or self.api_key)
         names = tool_wire_names(req)
         thread = thread_id(req, key)
         body = json.dumps(encode(req, thread, names), ensure_ascii=False,
@@ -375,18 +369,7 @@ class CliStream:
                 transport.abort(resp)
                 return
             decoder = Decoder(self._names, carry)
-            try:
-                for chunk in transport.iter_chunks(resp):
-                    events = decoder.feed(chunk)
-                    if events:
-                        yield events
-                    # after finish keep reading to EOF so the connection goes back to the pool
-                if not decoder.done:
-                    events = decoder.end()
-                    if events:
-                        yield events
-            finally:
-                resp.close()
+            yield from transport.iter_events(resp, decoder)
             if not decoder.paused:
                 return
             carry = decoder.usage

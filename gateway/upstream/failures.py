@@ -16,6 +16,11 @@ from .. import errors
 _EMBEDDED = re.compile(r"^\s*(\d{3})\s+(\{.*\})\s*$", re.S)
 _PLAN_PREFIX = re.compile(r"^\s*MODEL_NOT_IN_PLAN:\s*", re.I)
 _MAX_MESSAGE = 500
+#: an error's ``type`` -> its status, for in-band errors that carry no status (Provider API streams)
+_TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
+                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                "rate_limit_error": 429, "overloaded_error": 529, "insufficient_quota": 402,
+                "billing_error": 402}
 
 
 def _retry_after(rate_limit) -> int | None:
@@ -42,7 +47,13 @@ def _parse_body(body: bytes | str | None) -> dict | None:
 def classify(status: int, message: str, *, code: str | None = None, type_: str | None = None,
              rate_limit=None) -> errors.GatewayError:
     """The gateway exception for a Command Code failure of ``status`` with ``message``."""
-    message = (message or "").strip()[:_MAX_MESSAGE] or f"HTTP {status}"
+    message = (message or "").strip()
+    if message.startswith("{"):     # a JSON error double-encoded in the message (Provider API)
+        inner = (_parse_body(message) or {}).get("error")
+        if isinstance(inner, dict) and inner.get("message"):
+            type_ = inner.get("type") or type_
+            message = str(inner["message"]).strip()
+    message = message[:_MAX_MESSAGE] or f"HTTP {status}"
     embedded = _EMBEDDED.match(message)
     if embedded:                    # '429 {"error":{"type":"rate_limit_error","message":"slow down"}}'
         status = int(embedded.group(1))
@@ -66,14 +77,16 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
         return errors.PermissionDenied(
             f"{text}. Your plan's premium allowance is used up: pick an open-source model or wait "
             "for it to reset.", code="premium_credits_exhausted")
-    if code_low == "upgrade_required":
+    if code_low == "upgrade_required" or (type_ or "").lower() == "upgrade_required" \
+            or "upgrade_required" in low:
         return errors.PermissionDenied(
             f"{text}. Command Code asks for a newer client: raise commandcode.cli_version in the "
             "gateway's config to the current Command Code CLI version.", code="upgrade_required")
     if status == 401:
         return errors.AuthenticationFailed(
-            f"{text}. Command Code rejected the gateway's Command Code API key; check "
-            "commandcode.api_key or COMMAND_CODE_API_KEY.", code="upstream_authentication_failed")
+            f"{text}. Command Code rejected the Command Code API key this request used (the "
+            "caller's own key, or the gateway's: commandcode.api_key or COMMAND_CODE_API_KEY).",
+            code="upstream_authentication_failed")
     if status == 429:
         retry_after = _retry_after(rate_limit)
         window = rate_limit.get("window") if isinstance(rate_limit, dict) else None
@@ -109,10 +122,13 @@ def from_http(status: int, body: bytes) -> errors.GatewayError:
 
 
 def from_inband(error) -> errors.GatewayError:
-    """An in-band ``{"type":"error","error":...}`` line: a string, or an object with ``statusCode``."""
+    """An in-band error: the CLI's ``{"type":"error","error":...}`` line (a string, or an object
+    with ``statusCode``), or the ``error`` member of a Provider API stream (status from its type)."""
     if isinstance(error, dict):
         status = error.get("statusCode") or error.get("status")
-        return classify(status if isinstance(status, int) else 500, str(error.get("message") or ""),
+        if not isinstance(status, int):
+            status = _TYPE_STATUS.get(str(error.get("type") or "").lower(), 500)
+        return classify(status, str(error.get("message") or ""),
                         code=error.get("code"), type_=error.get("type"),
                         rate_limit=error.get("rateLimit"))
     return classify(500, str(error or "upstream error"))

@@ -1,7 +1,9 @@
 """Service endpoints: ``/health`` for load balancers and ``/usage`` for the operator."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
+
+from .. import errors, keys, plans
 
 bp = Blueprint("meta", __name__)
 
@@ -14,10 +16,25 @@ def health():
 
 @bp.get("/usage")
 def usage():
-    """Token totals since the usage file was created: overall, per model and per UTC day.
+    """Token totals since the usage file was created, and the Command Code quota left.
 
     Top level: ``total_requests``, ``failed_requests``, ``prompt_tokens``, ``completion_tokens``,
     ``cache_read_tokens``, ``cache_write_tokens``, ``reasoning_tokens``; the same counters under
-    ``models[<id>]`` and ``days[<YYYY-MM-DD>]``.  Holds no keys.
+    ``models[<id>]``, ``days[<YYYY-MM-DD>]`` and ``keys[<label>]`` (``gateway`` for the
+    gateway's own key, ``key-<12 hex>`` for a caller's own key: a hash, never the key).
+
+    ``upstream``: the plan, remaining credits (USD) and the five-hour and weekly windows of the
+    key this request would use (the caller's own with ``client_keys: passthrough``), from
+    Command Code's billing endpoint, cached a minute; ``{"error": ...}`` when it cannot be read.
     """
-    return jsonify(current_app.extensions["gateway"].usage.read())
+    gw = current_app.extensions["gateway"]
+    data = gw.usage.read()
+    key = request.environ.get(keys.UPSTREAM_KEY) or gw.api_key
+    if not key:
+        data["upstream"] = {"error": "the gateway has no Command Code API key"}
+    else:
+        try:
+            data["upstream"] = plans.quota(gw.account.credits(key))
+        except errors.GatewayError as err:
+            data["upstream"] = {"error": err.message}
+    return jsonify(data)

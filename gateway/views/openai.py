@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import chat
+from .. import chat, keys
 from ..catalog import require
 from ..codecs import openai_chat
 from .common import json_body
@@ -29,9 +29,16 @@ def chat_completions():
 
 @bp.get("/v1/models")
 def list_models():
-    """The models this gateway serves: the shipped catalog less ``exclude_models``."""
+    """The models this gateway serves, each with ``context_length``, ``max_output_tokens``,
+    ``vision``, ``reasoning_efforts`` and ``min_plan``.
+
+    The shipped catalog, merged with the Provider API's list once a worker has fetched it,
+    less ``exclude_models``; with ``plan: auto`` (or a plan named in the config) less the models
+    the caller's plan cannot use, unless ``include_models`` names them.
+    """
     gw = current_app.extensions["gateway"]
-    return jsonify({"object": "list", "data": gw.models_payload})
+    data = gw.listed_models(request.environ.get(keys.UPSTREAM_KEY))
+    return jsonify({"object": "list", "data": data})
 
 
 @bp.get("/v1/models/<path:model_id>")

@@ -1,0 +1,85 @@
+"""The ``auto`` route: the Provider API when the key has it, the CLI route when it does not.
+
+Each key's first request goes to the Provider API.  If that answers ``403 upgrade_required``
+(a Go-plan key), the key is remembered as CLI-only in :class:`gateway.key_routes.KeyRoutes`,
+shared by every worker, and the same request is sent on the CLI route.  The 403 arrives as the
+response status, before any event, so the client never sees a byte of the failed attempt: the
+first event, on whichever route, is the first thing relayed.
+"""
+from __future__ import annotations
+
+import logging
+
+from .. import keys
+from ..canonical import ChatRequest
+from ..key_routes import CLI, PROVIDER, KeyRoutes
+from .cli import CliRoute
+from .provider import NoProviderAccess, ProviderRoute
+
+log = logging.getLogger("gateway.route")
+
+
+class AutoRoute:
+    def __init__(self, cli: CliRoute, provider: ProviderRoute, memory: KeyRoutes):
+        self.cli = cli
+        self.provider = provider
+        self.memory = memory
+        self.api_key = cli.api_key
+
+    def open(self, req: ChatRequest, api_key: str | None = None) -> "AutoStream":
+        return AutoStream(self, req, keys.require(api_key or self.api_key))
+
+
+class AutoStream:
+    """Chooses the route when iterated (on the reader thread), then relays that route's events."""
+
+    def __init__(self, route: AutoRoute, req: ChatRequest, key: str):
+        self._route = route
+        self._req = req
+        self._key = key
+        self._inner = None
+        self._aborted = False
+
+    def _provider_or_none(self):
+        """The connected Provider API stream, or None when this key must use the CLI route."""
+        memory, label = self._route.memory, keys.label(self._key)
+        known = memory.get(label)
+        if known == CLI:
+            return None
+        stream = self._inner = self._route.provider.open(self._req, self._key)
+        try:
+            if known == PROVIDER:
+                stream.connect()
+                return stream
+            with memory.probing():          # one attempt per key, across every worker
+                known = memory.get(label, fresh=True)
+                if known == CLI:
+                    return None
+                try:
+                    stream.connect()
+                except NoProviderAccess:
+                    memory.remember(label, CLI)
+                    log.info("key %s has no Provider API access: using the CLI route for it", label)
+                    return None
+                if known is None:
+                    memory.remember(label, PROVIDER)
+                return stream
+        except NoProviderAccess:            # a Provider key whose plan changed to Go
+            with memory.probing():
+                memory.remember(label, CLI)
+            log.info("key %s lost Provider API access: using the CLI route for it", label)
+            return None
+
+    def __iter__(self):
+        stream = self._provider_or_none()
+        if stream is None:
+            stream = self._inner = self._route.cli.open(self._req, self._key)
+        if self._aborted:
+            stream.abort()
+            return
+        yield from stream
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._inner is not None:
+            self._inner.abort()
