@@ -95,6 +95,7 @@ class Catalog:
             out = e.get("max_output_tokens")
             ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
             out = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
+            mid = self._by_lower.get(mid.lower(), mid)     # the catalog's spelling wins
             old = models.get(mid)
             if old is None:
                 models[mid] = Model(mid, None, (), ctx or 200000, out, None)

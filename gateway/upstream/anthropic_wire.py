@@ -87,6 +87,16 @@ def _system(req: ChatRequest) -> list[dict]:
     return system
 
 
+def _thinking_allowed(messages: list[dict]) -> bool:
+    """Claude refuses extended thinking when the turn it continues -- an assistant turn with
+    tool calls, answered by results -- does not start with a signed thinking block (it was made
+    without thinking, or by a client that kept no signatures, such as OpenAI's format)."""
+    last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    if last is None or not any(b["type"] == "tool_use" for b in last["content"]):
+        return True
+    return last["content"][0]["type"] in ("thinking", "redacted_thinking")
+
+
 def encode(req: ChatRequest) -> dict:
     """The Messages body for ``req``."""
     max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS,
@@ -97,7 +107,7 @@ def encode(req: ChatRequest) -> dict:
     if system:
         body["system"] = system
     thinking = False
-    if req.reasoning_effort and req.model.efforts:
+    if req.reasoning_effort and req.model.efforts and _thinking_allowed(body["messages"]):
         budget = min(_BUDGETS.get(req.reasoning_effort, max_tokens), max_tokens - 1)
         if budget >= MIN_THINKING_BUDGET:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
@@ -117,6 +127,10 @@ def encode(req: ChatRequest) -> dict:
 
 def _int(v) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _obj(v) -> dict:
+    return v if isinstance(v, dict) else {}
 
 
 class Decoder:
@@ -173,7 +187,7 @@ class Decoder:
             return
         kind = ev.get("type")
         if kind == "content_block_delta":
-            delta = ev.get("delta") or {}
+            delta = _obj(ev.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta" and delta.get("text"):
                 events.append(TextDelta(delta["text"]))
@@ -184,22 +198,25 @@ class Decoder:
             elif dtype == "input_json_delta" and self._tool is not None:
                 self._tool[2].append(delta.get("partial_json") or "")
         elif kind == "content_block_start":
-            block = ev.get("content_block") or {}
+            block = _obj(ev.get("content_block"))
             if block.get("type") == "tool_use":
                 self._tool = [str(block.get("id") or ""), str(block.get("name") or ""), []]
                 if block.get("input"):
                     self._tool[2].append(json.dumps(block["input"]))
-            elif block.get("type") == "text" and block.get("text"):
+            elif block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
                 events.append(TextDelta(block["text"]))
+            elif block.get("type") == "thinking" and isinstance(block.get("thinking"), str) \
+                    and block["thinking"]:
+                events.append(ReasoningDelta(block["thinking"]))
         elif kind == "content_block_stop":
             if self._tool is not None:
                 cid, name, parts = self._tool
                 self._tool = None
                 events.append(ToolCallEvent(cid, name, tool_input("".join(parts))))
         elif kind == "message_start":
-            self._usage((ev.get("message") or {}).get("usage"))
+            self._usage(_obj(ev.get("message")).get("usage"))
         elif kind == "message_delta":
-            reason = (ev.get("delta") or {}).get("stop_reason")
+            reason = _obj(ev.get("delta")).get("stop_reason")
             if reason:
                 self._reason = reason
             self._usage(ev.get("usage"))

@@ -47,12 +47,16 @@ def _parse_body(body: bytes | str | None) -> dict | None:
 def classify(status: int, message: str, *, code: str | None = None, type_: str | None = None,
              rate_limit=None) -> errors.GatewayError:
     """The gateway exception for a Command Code failure of ``status`` with ``message``."""
+    code = code if isinstance(code, str) else None          # some envelopes put a number there
+    type_ = type_ if isinstance(type_, str) else None
     message = (message or "").strip()
     if message.startswith("{"):     # a JSON error double-encoded in the message (Provider API)
         inner = (_parse_body(message) or {}).get("error")
         if isinstance(inner, dict) and inner.get("message"):
             type_ = inner.get("type") or type_
             message = str(inner["message"]).strip()
+            if status >= 500 and isinstance(type_, str):    # the inner error knows better
+                status = _TYPE_STATUS.get(type_.lower(), status)
     message = message[:_MAX_MESSAGE] or f"HTTP {status}"
     embedded = _EMBEDDED.match(message)
     if embedded:                    # '429 {"error":{"type":"rate_limit_error","message":"slow down"}}'
@@ -126,6 +130,9 @@ def from_inband(error) -> errors.GatewayError:
     with ``statusCode``), or the ``error`` member of a Provider API stream (status from its type)."""
     if isinstance(error, dict):
         status = error.get("statusCode") or error.get("status")
+        if not isinstance(status, int) and isinstance(error.get("code"), int) \
+                and 400 <= error["code"] < 600:
+            status = error["code"]          # a numeric code is the HTTP status (OpenRouter style)
         if not isinstance(status, int):
             status = _TYPE_STATUS.get(str(error.get("type") or "").lower(), 500)
         return classify(status, str(error.get("message") or ""),

@@ -106,7 +106,8 @@ def parse_usage(u: dict) -> Usage:
                   if isinstance(u.get("completion_tokens_details"), dict) else {})
     return Usage(input_tokens=_int(u.get("prompt_tokens")),
                  output_tokens=_int(u.get("completion_tokens")),
-                 cache_read_tokens=_int(prompt.get("cached_tokens")),
+                 cache_read_tokens=_int(prompt.get("cached_tokens"))
+                 or _int(u.get("prompt_cache_hit_tokens")),        # DeepSeek's own field
                  cache_write_tokens=_int(prompt.get("cache_write_tokens"))
                  or _int(prompt.get("cache_creation_tokens")),
                  reasoning_tokens=_int(completion.get("reasoning_tokens")))
@@ -187,12 +188,12 @@ class Decoder:
             self._finish(events)
 
     def _delta(self, delta: dict, events: list) -> None:
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            events.append(ReasoningDelta(reasoning))    # before the answer text of the same delta
         text = delta.get("content")
         if isinstance(text, str) and text:
             events.append(TextDelta(text))
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            events.append(ReasoningDelta(reasoning))
         for call in delta.get("tool_calls") or ():
             if not isinstance(call, dict):
                 continue
