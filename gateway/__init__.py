@@ -208,6 +208,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.ensure_ascii = False
     gw = Gateway(cfg)
     app.extensions["gateway"] = gw
+    if gw.discovery is not None:
+        gw.discovery.ensure_running()       # gunicorn builds the app in each worker
     if not gw.config["commandcode"]["api_key"]:
         log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
                     "/health and /v1/models work, model calls will fail until then")

@@ -78,7 +78,8 @@ class Gunicorn:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items()
-               if k not in ("COMMAND_CODE_API_KEY", "GATEWAY_API_KEY", "COMMANDCODE_BASE_URL")}
+               if k not in ("COMMAND_CODE_API_KEY", "GATEWAY_API_KEY", "COMMANDCODE_BASE_URL",
+                         "COMMANDCODE_MODE")}
         env.update(GATEWAY_CONFIG=config_path, HOST="127.0.0.1", PORT=str(port),
                    WEB_CONCURRENCY=str(workers), PYTHONUNBUFFERED="1", **(extra_env or {}))
         self.log_path = config_path + ".log"

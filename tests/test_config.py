@@ -220,6 +220,11 @@ def test_unknown_fields_are_named(tmp_path, text, field, secret):
      "cc.example.org"),
     ('commandcode: {base_url: "api.commandcode.ai"}\n', "commandcode.base_url",
      "api.commandcode.ai"),
+    ('commandcode: {mode: "fastest"}\n', "commandcode.mode", "fastest"),
+    ('client_keys: "everyone"\n', "client_keys", "everyone"),
+    ('plan: "platinum"\n', "plan", "platinum"),
+    ('include_models: "claude-"\n', "include_models", None),
+    ('discover_models: "yes"\n', "discover_models", None),
 ])
 def test_wrong_values_are_one_line_naming_the_field(tmp_path, text, field, value):
     message = load_error(tmp_path, 'api_key: "k"\n' + text)
@@ -307,7 +312,21 @@ def test_port_env_that_is_not_a_number_names_port(tmp_path):
     assert "PORT" in message and "\n" not in message and "abc" not in message
 
 
+def test_defaults_for_routes_keys_and_plans(tmp_path):
+    cfg = config_mod.load(env=env_for(tmp_path, write(tmp_path, CMDCODE2APIPY_FILE)))
+    assert cfg["commandcode"]["mode"] == "auto"
+    assert (cfg["client_keys"], cfg["plan"], cfg["include_models"], cfg["discover_models"]) == \
+        ("local", "auto", [], True)
+
+
+def test_commandcode_mode_env_overrides_the_file(tmp_path):
+    path = write(tmp_path, CMDCODE2APIPY_FILE)
+    assert config_mod.load(env=env_for(tmp_path, path, COMMANDCODE_MODE="provider"))[
+        "commandcode"]["mode"] == "provider"
+
+
 @pytest.mark.parametrize("extra_env,name", [
+    ({"COMMANDCODE_MODE": "turbo"}, "COMMANDCODE_MODE"),
     ({"PORT": "70000"}, "PORT"), ({"PORT": "0"}, "PORT"),
     ({"COMMANDCODE_BASE_URL": "ftp://x"}, "COMMANDCODE_BASE_URL")])
 def test_environment_values_are_checked_like_file_values(tmp_path, extra_env, name):
@@ -334,7 +353,8 @@ def test_an_empty_generated_key_file_is_an_error_not_an_open_gateway(tmp_path):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_app_without_command_code_key_serves_health_and_models_and_503s_calls(tmp_path, stream):
-    app = create_app({"api_key": "local-k", "usage_file": str(tmp_path / "usage.json")})
+    app = create_app({"api_key": "local-k", "usage_file": str(tmp_path / "usage.json"),
+                      "discover_models": False})    # no background fetch from the real API
     c = app.test_client()
     assert c.get("/health").status_code == 200
     assert c.get("/v1/models").status_code == 401
@@ -356,7 +376,8 @@ def test_app_without_command_code_key_serves_health_and_models_and_503s_calls(tm
 
 def _clean_env(tmp_path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("COMMAND_CODE_API_KEY", "GATEWAY_API_KEY", "COMMANDCODE_BASE_URL")}
+           if k not in ("COMMAND_CODE_API_KEY", "GATEWAY_API_KEY", "COMMANDCODE_BASE_URL",
+                         "COMMANDCODE_MODE")}
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", **extra)
@@ -379,7 +400,9 @@ def test_gunicorn_starts_with_a_missing_config_file_and_writes_the_default(tmp_p
     folder = tmp_path / "srv"
     folder.mkdir()
     path = folder / "config.yaml"
-    server = Gunicorn(str(path), free_port(), extra_env={"HOME": str(tmp_path)})
+    # a closed port, so the background model-list fetch stays on this machine
+    server = Gunicorn(str(path), free_port(), extra_env={"HOME": str(tmp_path),
+                                                          "COMMANDCODE_BASE_URL": "http://127.0.0.1:9"})
     try:
         server.wait_ready()
         assert requests.get(server.url + "/health", timeout=5).json() == {"status": "ok"}
