@@ -76,9 +76,9 @@ from gateway import config as config_mod  # noqa: E402
 from gateway.catalog import Catalog  # noqa: E402
 from gateway.codecs import openai_chat  # noqa: E402
 from gateway.normalize import normalize  # noqa: E402
-from gateway.upstream import cli  # noqa: E402
+from gateway.upstream import cli, openai_wire  # noqa: E402
 from tests.conftest import LOCAL_KEY, UPSTREAM_KEY, Gunicorn, free_port, gateway_config  # noqa: E402
-from tests.fake_upstream import FakeUpstream  # noqa: E402
+from tests.fake_upstream import CHAT_PATH, PRO_KEY, FakeUpstream  # noqa: E402
 
 MODEL = "deepseek/deepseek-v4-flash"
 SCENARIO = "fast"
@@ -93,9 +93,16 @@ MAX_ERRORS = 20                     # per client thread; more and the run stops 
 # ---- the two requests ---------------------------------------------------------------------------
 
 def direct_request(cfg: dict) -> tuple[bytes, dict]:
-    """The body and headers the gateway sends upstream for ``CHAT_BODY`` (see CliRoute.open)."""
+    """The body and headers the gateway sends upstream for ``CHAT_BODY`` (see CliRoute.open
+    and ProviderRoute.open)."""
     catalog = Catalog.load(cfg["exclude_models"])
     req = normalize(openai_chat.decode(json.loads(json.dumps(CHAT_BODY)), catalog, None))
+    if cfg["commandcode"]["mode"] == "provider":
+        body = json.dumps(openai_wire.encode(req), ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        return body, {"Content-Type": "application/json", "Accept": "text/event-stream",
+                      "User-Agent": "command-code-gateway",
+                      "Authorization": f"Bearer {cfg['commandcode']['api_key']}"}
     names = cli.tool_wire_names(req)
     key = cfg["commandcode"]["api_key"]
     thread = cli.thread_id(req, key)
@@ -332,6 +339,8 @@ def parse_args(argv=None):
                     help="read size for either reader (default 65536)")
     ap.add_argument("--fake", choices=("process", "thread"), default="process",
                     help="run the fake upstream in its own process (default) or in a thread here")
+    ap.add_argument("--route", choices=("cli", "provider"), default="cli",
+                    help="upstream route: the CLI's NDJSON (default) or the Provider API's SSE")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     return ap.parse_args(argv)
 
@@ -361,6 +370,8 @@ def main(argv=None) -> int:
         fake = (FakeProcess if args.fake == "process" else FakeThread)(folder)
         fake.wait_ready()
         cfg_dict = gateway_config(fake.url, folder)
+        if args.route == "provider":
+            cfg_dict["commandcode"].update(mode="provider", api_key=PRO_KEY)
         cfg_path = folder / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg_dict))
         server = Gunicorn(str(cfg_path), free_port(), workers=args.workers)
@@ -375,7 +386,10 @@ def main(argv=None) -> int:
         up_body, up_headers = direct_request(cfg)
         gw_body = json.dumps(CHAT_BODY).encode()
         gw_headers = {"Authorization": f"Bearer {LOCAL_KEY}", "Content-Type": "application/json"}
-        assert cfg["commandcode"]["api_key"] == UPSTREAM_KEY
+        assert cfg["commandcode"]["api_key"] == (PRO_KEY if args.route == "provider" else UPSTREAM_KEY)
+        direct_path, direct_mark, direct_end = (
+            (CHAT_PATH, b'"content":"', b"[DONE]") if args.route == "provider"
+            else (cli.GENERATE_PATH, DIRECT_MARK, b'"finish"'))
 
         # a worker builds its upstream session and pool on its first request: reach the workers
         # through fresh connections before the measured (keep-alive) sessions warm up
@@ -388,8 +402,8 @@ def main(argv=None) -> int:
 
         for _ in range(k):
             clients.append((
-                Side("direct", fake.url + cli.GENERATE_PATH, up_body, up_headers, DIRECT_MARK,
-                     b'"finish"', reader, args.chunk_size),
+                Side("direct", fake.url + direct_path, up_body, up_headers, direct_mark,
+                     direct_end, reader, args.chunk_size),
                 Side("gateway", server.url + "/v1/chat/completions", gw_body, gw_headers,
                      GATEWAY_MARK, b"[DONE]", reader, args.chunk_size)))
         per = [args.requests // k + (1 if i < args.requests % k else 0) for i in range(k)]
@@ -415,7 +429,8 @@ def main(argv=None) -> int:
         g_total = [x for _, g in clients for x in g.total]
         errs = [e for d, g in clients for e in d.errors + g.errors]
         result = {
-            "bench": "first_chunk", "scenario": SCENARIO, "requests": args.requests,
+            "bench": "first_chunk", "route": args.route, "scenario": SCENARIO,
+            "requests": args.requests,
             "concurrency": k, "workers": args.workers,
             "threads_per_worker": int(os.environ.get("GATEWAY_THREADS", "16")),
             "reader": args.reader, "fake": args.fake, "wall_s": round(wall, 3),
