@@ -17,10 +17,11 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
+
+from .usage import replace_atomically
 
 log = logging.getLogger("gateway.key_routes")
 
@@ -85,15 +86,5 @@ class KeyRoutes:
         self._reload(force=True)
         self._known[label] = (route, time.time())
         data = {k: [r, int(at)] for k, (r, at) in self._known.items()}
-        folder = os.path.dirname(self.path)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".key-routes-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        replace_atomically(self.path, json.dumps(data, separators=(",", ":")).encode(),
+                           ".key-routes-")

@@ -84,14 +84,8 @@ class Transport:
         try:
             resp = self._adapter.send(prep, stream=True, timeout=self.timeout,
                                       proxies=self._proxies)
-        except requests.exceptions.ConnectTimeout:
-            raise errors.UpstreamTimeout("Command Code did not accept the connection in time") from None
-        except requests.exceptions.ReadTimeout:
-            raise errors.UpstreamTimeout("Command Code did not answer in time") from None
         except requests.exceptions.RequestException as exc:
-            where = "/".join(url.split("/", 3)[:3])
-            raise errors.UpstreamError(f"cannot reach Command Code at {where} "
-                                       f"({type(exc).__name__})") from None
+            raise _unreachable(exc, url) from None
         if resp.status_code >= 300:
             try:
                 body = resp.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
@@ -106,12 +100,8 @@ class Transport:
         """GET a small JSON document (account and model-list endpoints; not the hot path)."""
         try:
             resp = self.session.get(url, headers=headers, timeout=(self.timeout[0], timeout))
-        except requests.exceptions.Timeout:
-            raise errors.UpstreamTimeout("Command Code did not answer in time") from None
         except requests.exceptions.RequestException as exc:
-            where = "/".join(url.split("/", 3)[:3])
-            raise errors.UpstreamError(f"cannot reach Command Code at {where} "
-                                       f"({type(exc).__name__})") from None
+            raise _unreachable(exc, url) from None
         with resp:
             if resp.status_code >= 300:
                 raise failures.from_http(resp.status_code, resp.content[:_ERROR_BODY_LIMIT])
@@ -120,6 +110,16 @@ class Transport:
             except ValueError:
                 raise errors.UpstreamError(f"Command Code answered {url.split('/', 3)[-1]} "
                                            "with something that is not JSON") from None
+
+
+def _unreachable(exc: requests.exceptions.RequestException, url: str) -> errors.GatewayError:
+    """The gateway error for a request that got no HTTP answer (never names more than the host)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return errors.UpstreamTimeout("Command Code did not accept the connection in time")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return errors.UpstreamTimeout("Command Code did not answer in time")
+    where = "/".join(url.split("/", 3)[:3])
+    return errors.UpstreamError(f"cannot reach Command Code at {where} ({type(exc).__name__})")
 
 
 def iter_events(resp: requests.Response, decoder):

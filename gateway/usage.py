@@ -148,14 +148,20 @@ class UsageStore:
             # the lock is released when the lock file is closed
 
     def _write(self, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=self._tmp_prefix, suffix=".tmp")
+        replace_atomically(self.path, _encode(data), self._tmp_prefix)
+
+
+def replace_atomically(path: str, data: bytes, prefix: str) -> None:
+    """Write ``path`` whole or not at all: a temporary file (mode 0600) in the same folder,
+    then ``os.replace``.  Readers see the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_encode(data))
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

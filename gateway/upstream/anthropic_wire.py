@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 
-from .. import errors
 from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, Finish, Image,
                          Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
                          ToolResult, Usage)
 from . import failures
 from .openai_wire import tool_input
-from .sse import SSEParser
+from .sse import EventDecoder
 
 PATH = "/provider/v1/messages"
 DEFAULT_MAX_TOKENS = 32000          # every current Claude model accepts at least this
@@ -133,41 +132,21 @@ def _obj(v) -> dict:
     return v if isinstance(v, dict) else {}
 
 
-class Decoder:
+class Decoder(EventDecoder):
     """SSE bytes in, canonical events out; ``feed`` chunks as they arrive, then ``end()``.
 
     Claude reports ``input_tokens`` without the cached part; canonical input includes cache
     reads and writes, so they are added here (and taken out again by the Anthropic encoder).
     """
 
+    terminal = "message_stop"
+
     def __init__(self):
-        self._sse = SSEParser()
+        super().__init__()
         self._tool: list | None = None          # [id, name, json fragments] of the open tool_use
         self._input = self._cache_read = self._cache_write = self._output = 0
         self._reason = "end_turn"
-        self.done = False
         self.usage = Usage()
-
-    def feed(self, chunk: bytes) -> list:
-        if self.done:
-            return []
-        events: list = []
-        for _, data in self._sse.feed(chunk):
-            self._data(data, events)
-            if self.done:
-                break
-        return events
-
-    def end(self) -> list:
-        events: list = []
-        if not self.done:
-            for _, data in self._sse.end():
-                self._data(data, events)
-        if not self.done:
-            raise errors.UpstreamError(
-                "Command Code ended the stream before it finished (no message_stop): the "
-                "answer is incomplete", code="upstream_truncated")
-        return events
 
     def _usage(self, u) -> None:
         if not isinstance(u, dict):

@@ -17,7 +17,7 @@ from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, 
                          Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
                          ToolResult, Usage)
 from . import failures
-from .sse import SSEParser
+from .sse import EventDecoder
 
 PATH = "/provider/v1/chat/completions"
 
@@ -124,39 +124,21 @@ def tool_input(arguments) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-class Decoder:
+class Decoder(EventDecoder):
     """SSE bytes in, canonical events out; ``feed`` chunks as they arrive, then ``end()``."""
 
+    terminal = "finish_reason"
+
     def __init__(self):
-        self._sse = SSEParser()
+        super().__init__()
         self._calls: dict[int, list] = {}       # index -> [id, name, argument fragments]
         self._reason: str | None = None
         self._usage: Usage | None = None
-        self.done = False
         self.usage = Usage()
 
-    def feed(self, chunk: bytes) -> list:
-        if self.done:
-            return []
-        events: list = []
-        for _, data in self._sse.feed(chunk):
-            self._data(data, events)
-            if self.done:
-                break
-        return events
-
-    def end(self) -> list:
-        events: list = []
-        if not self.done:
-            for _, data in self._sse.end():
-                self._data(data, events)
-        if not self.done and self._reason is not None:
+    def _eof(self, events: list) -> None:
+        if self._reason is not None:
             self._finish(events)            # finished, only the [DONE] line is missing
-        if not self.done:
-            raise errors.UpstreamError(
-                "Command Code ended the stream before it finished (no finish_reason): the "
-                "answer is incomplete", code="upstream_truncated")
-        return events
 
     def _data(self, data: bytes, events: list) -> None:
         if data == b"[DONE]":

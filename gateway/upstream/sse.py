@@ -6,6 +6,8 @@ decoded, so a chunk boundary inside a line or a UTF-8 character costs nothing.
 """
 from __future__ import annotations
 
+from .. import errors
+
 
 class SSEParser:
     """Feed it chunks; get back each complete event as ``(event name or None, data bytes)``."""
@@ -51,3 +53,48 @@ class SSEParser:
             self._data.append(value)
         elif field == b"event":
             self._event = value.decode("utf-8", "replace")
+
+
+class EventDecoder:
+    """Base of the Provider API decoders: SSE events in, canonical events out.
+
+    Feed it chunks as they arrive, then call ``end()`` at EOF.  A subclass handles each event's
+    data in ``_data(data, events)`` and sets ``done`` at its format's last event; ``_eof`` may
+    still finish a stream whose final marker alone is missing.  Ending before ``done`` raises,
+    naming ``terminal``: a cut stream is never a quiet stop.
+    """
+
+    terminal = "its final event"
+
+    def __init__(self):
+        self._sse = SSEParser()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list:
+        if self.done:
+            return []
+        events: list = []
+        for _, data in self._sse.feed(chunk):
+            self._data(data, events)
+            if self.done:
+                break
+        return events
+
+    def end(self) -> list:
+        events: list = []
+        if not self.done:
+            for _, data in self._sse.end():
+                self._data(data, events)
+        if not self.done:
+            self._eof(events)
+        if not self.done:
+            raise errors.UpstreamError(
+                f"Command Code ended the stream before it finished (no {self.terminal}): the "
+                "answer is incomplete", code="upstream_truncated")
+        return events
+
+    def _data(self, data: bytes, events: list) -> None:
+        raise NotImplementedError
+
+    def _eof(self, events: list) -> None:
+        """Called at EOF before ``done``: finish here if the stream is complete enough."""
