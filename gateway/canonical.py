@@ -16,7 +16,10 @@ from .catalog import Model
 
 @dataclass(slots=True)
 class Text:
+    """``cache_control``: an Anthropic prompt-cache breakpoint after this block, kept so that
+    Claude on the Provider API caches what the client asked it to (Claude Code relies on it)."""
     text: str
+    cache_control: dict | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class ToolResult:
     is_error: bool = False
     images: list[Image] = field(default_factory=list)
     name: str | None = None     # filled from the matching call when normalising
+    cache_control: dict | None = None
 
 
 Part = Union[Text, Image, Reasoning, ToolCall, ToolResult]
@@ -64,6 +68,7 @@ class Tool:
     name: str
     description: str
     input_schema: dict
+    cache_control: dict | None = None
 
 
 @dataclass(slots=True)

@@ -133,8 +133,9 @@ def test_system_string_and_blocks_with_cache_control():
         {"type": "text", "text": "A", "cache_control": {"type": "ephemeral", "ttl": "1h", "future": 1}},
         {"type": "text", "text": "B"},
         {"type": "text", "text": "C", "cache_control": {"type": "ephemeral"}}]))
+    # unknown fields dropped, the ttl kept (Claude on the Provider API honours it)
     assert [(b.text, b.cache_control) for b in req.system] == [
-        ("A", {"type": "ephemeral"}), ("B", None), ("C", {"type": "ephemeral"})]
+        ("A", {"type": "ephemeral", "ttl": "1h"}), ("B", None), ("C", {"type": "ephemeral"})]
     err = invalid(body(system=[{"type": "text", "text": "A"}, {"type": "image", "source": {}}]))
     assert err.param == "system[1].type"
 

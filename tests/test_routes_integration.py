@@ -468,3 +468,27 @@ def test_a_billing_failure_never_breaks_usage(auto_gateway, fake):
     assert r.status_code == 200
     body = r.json()
     assert "error" in body["upstream"] and "total_requests" in body
+
+
+def test_prompt_cache_breakpoints_reach_claude_on_the_provider_api(provider_gateway, fake):
+    """Claude Code marks what to cache; on the Provider API Claude must see the same marks."""
+    eph, hour = {"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}
+    client = anthropic.Anthropic(base_url=provider_gateway.url, api_key=LOCAL_KEY, max_retries=0)
+    client.messages.create(
+        model=CLAUDE, max_tokens=100,
+        system=[{"type": "text", "text": "You are terse.", "cache_control": hour}],
+        tools=[{"name": "read_file", "description": "Read", "cache_control": eph,
+                "input_schema": READ_FILE["schema"]}],
+        messages=[{"role": "user", "content": "read a.txt"},
+                  {"role": "assistant", "content": [{"type": "tool_use", "id": "t1",
+                                                     "name": "read_file", "input": {}}]},
+                  {"role": "user", "content": [
+                      {"type": "tool_result", "tool_use_id": "t1", "content": "abc",
+                       "cache_control": eph},
+                      {"type": "text", "text": "summarise", "cache_control": eph}]}])
+    body = fake.requests[-1]["body"]
+    assert fake.requests[-1]["path"] == MESSAGES
+    assert body["system"] == [{"type": "text", "text": "You are terse.", "cache_control": hour}]
+    assert body["tools"][0]["cache_control"] == eph
+    last = body["messages"][-1]["content"]
+    assert [b.get("cache_control") for b in last] == [eph, eph]

@@ -29,6 +29,15 @@ _STOP_REASONS = {LENGTH: "max_tokens", TOOL_CALLS: "tool_use", CONTENT_FILTER: "
 
 # ---- request -----------------------------------------------------------------------------------
 
+def _cache(block: dict) -> dict | None:
+    """A block's prompt-cache breakpoint, reduced to what Anthropic accepts (type and ttl)."""
+    cache = block.get("cache_control")
+    if not isinstance(cache, dict):
+        return None
+    ttl = cache.get("ttl")
+    return {"type": "ephemeral", "ttl": ttl} if ttl in ("5m", "1h") else {"type": "ephemeral"}
+
+
 def _image(block: dict, path: str, images) -> Image:
     source = get(block, "source", dict, path, required=True)
     kind = source.get("type")
@@ -68,7 +77,8 @@ def _tool_result(block: dict, path: str, images) -> ToolResult:
                 raise errors.InvalidRequest(f"'{p}.type' must be text or image in a tool_result",
                                             param=f"{p}.type")
     return ToolResult(get(block, "tool_use_id", str, path, required=True), "\n".join(texts),
-                      is_error=bool(block.get("is_error")), images=imgs)
+                      is_error=bool(block.get("is_error")), images=imgs,
+                      cache_control=_cache(block))
 
 
 def _user(content, path: str, images, out: list) -> None:
@@ -77,7 +87,7 @@ def _user(content, path: str, images, out: list) -> None:
         p = f"{path}[{i}]"
         kind = block.get("type")
         if kind == "text":
-            parts.append(Text(get(block, "text", str, p, required=True)))
+            parts.append(Text(get(block, "text", str, p, required=True), _cache(block)))
         elif kind == "image":
             parts.append(_image(block, p, images))
         elif kind == "tool_result":
@@ -127,9 +137,7 @@ def _system(body: dict) -> list[SystemBlock]:
         p = f"system[{i}]"
         if block.get("type") != "text":
             raise errors.InvalidRequest(f"'{p}.type' must be \"text\"", param=f"{p}.type")
-        cache = block.get("cache_control")
-        blocks.append(SystemBlock(get(block, "text", str, p, required=True),
-                                  {"type": "ephemeral"} if isinstance(cache, dict) else None))
+        blocks.append(SystemBlock(get(block, "text", str, p, required=True), _cache(block)))
     return blocks
 
 
@@ -143,7 +151,7 @@ def _tools(body: dict) -> list[Tool]:
             continue        # a server tool (web search, code execution): Command Code runs none
         tools.append(Tool(get(t, "name", str, p, required=True),
                           get(t, "description", str, p, default=""),
-                          get(t, "input_schema", dict, p, required=True)))
+                          get(t, "input_schema", dict, p, required=True), _cache(t)))
     return tools
 
 

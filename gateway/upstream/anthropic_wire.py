@@ -36,11 +36,18 @@ def _image(img: Image) -> dict:
                                         "data": data}}
 
 
+def _cached(block: dict, cache_control: dict | None) -> dict:
+    """``block`` with the client's prompt-cache breakpoint, if it set one."""
+    if cache_control:
+        block["cache_control"] = cache_control
+    return block
+
+
 def _blocks(msg) -> list[dict]:
     blocks: list[dict] = []
     for p in msg.parts:
         if isinstance(p, Text):
-            blocks.append({"type": "text", "text": p.text})
+            blocks.append(_cached({"type": "text", "text": p.text}, p.cache_control))
         elif isinstance(p, Image):
             blocks.append(_image(p))
         elif isinstance(p, Reasoning):
@@ -55,7 +62,7 @@ def _blocks(msg) -> list[dict]:
                      "content": content or "(empty)"}
             if p.is_error:
                 block["is_error"] = True
-            blocks.append(block)
+            blocks.append(_cached(block, p.cache_control))
     return blocks
 
 
@@ -79,10 +86,7 @@ def _system(req: ChatRequest) -> list[dict]:
     system = []
     for b in req.system:
         if b.text.strip():
-            block = {"type": "text", "text": b.text}
-            if b.cache_control:
-                block["cache_control"] = b.cache_control
-            system.append(block)
+            system.append(_cached({"type": "text", "text": b.text}, b.cache_control))
     return system
 
 
@@ -112,8 +116,9 @@ def encode(req: ChatRequest) -> dict:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
             thinking = True
     if req.tools and req.tool_choice != "none":
-        body["tools"] = [{"name": t.name, "description": t.description,
-                          "input_schema": t.input_schema} for t in req.tools]
+        body["tools"] = [_cached({"name": t.name, "description": t.description,
+                                  "input_schema": t.input_schema}, t.cache_control)
+                         for t in req.tools]
         # with extended thinking Claude accepts only auto (or none) as tool_choice
         body["tool_choice"] = {"type": "any" if req.tool_choice == "required" and not thinking
                                else "auto"}

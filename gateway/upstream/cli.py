@@ -108,7 +108,7 @@ def _system(req: ChatRequest):
     for b in blocks:
         block = {"type": "text", "text": b.text}
         if b.cache_control:
-            block["cache_control"] = b.cache_control
+            block["cache_control"] = {"type": "ephemeral"}     # the only shape the CLI sends
         wire.append(block)
     return wire
 
