@@ -28,3 +28,11 @@ errorlog = "-"
 # gunicorn 24+ opens a control socket in $HOME by default; two gateways on one host (or a test
 # run beside a live one) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Start the worker's background model-list refresh (gateway/account.py) in the worker
+    itself: with ``--preload`` the app was built in the master, whose threads a fork drops."""
+    gw = worker.wsgi.extensions.get("gateway") if hasattr(worker.wsgi, "extensions") else None
+    if gw is not None and gw.discovery is not None:
+        gw.discovery.ensure_running()

@@ -163,8 +163,6 @@ def _install_handlers(app: Flask, gw: Gateway) -> None:
                 "Missing or invalid API key: send the gateway's local key as 'Authorization: "
                 "Bearer <key>' or 'x-api-key: <key>'" + (
                     ", or your own Command Code key (user_...)" if gw.passthrough else ""))
-        if gw.discovery is not None:
-            gw.discovery.ensure_running()
         return None
 
     @app.errorhandler(errors.GatewayError)
