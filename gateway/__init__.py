@@ -67,6 +67,10 @@ class Gateway:
     def _merge_model_list(self, entries: list[dict]) -> None:
         self._set_catalog(self.shipped_catalog.with_upstream(entries))
 
+    def upstream_key(self, environ: dict) -> str | None:
+        """The Command Code key this request uses: the caller's own (passthrough) or ours."""
+        return environ.get(keys.UPSTREAM_KEY) or self.api_key
+
     def tier(self, key: str | None) -> str | None:
         """The plan tier whose models ``/v1/models`` lists for ``key`` (None: list them all)."""
         plan = self.config["plan"]
@@ -74,7 +78,6 @@ class Gateway:
             return None
         if plan != "auto":
             return plan
-        key = key or self.api_key
         if not key:
             return None
         try:

@@ -24,10 +24,9 @@ class AutoRoute:
         self.cli = cli
         self.provider = provider
         self.memory = memory
-        self.api_key = cli.api_key
 
     def open(self, req: ChatRequest, api_key: str | None = None) -> "AutoStream":
-        return AutoStream(self, req, keys.require(api_key or self.api_key))
+        return AutoStream(self, req, keys.require(api_key or self.cli.api_key))
 
 
 class AutoStream:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import errors, keys, plans
+from .. import errors, plans
 
 bp = Blueprint("meta", __name__)
 
@@ -29,7 +29,7 @@ def usage():
     """
     gw = current_app.extensions["gateway"]
     data = gw.usage.read()
-    key = request.environ.get(keys.UPSTREAM_KEY) or gw.api_key
+    key = gw.upstream_key(request.environ)
     if not key:
         data["upstream"] = {"error": "the gateway has no Command Code API key"}
     else:

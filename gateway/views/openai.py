@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import chat, keys
+from .. import chat
 from ..catalog import require
 from ..codecs import openai_chat
 from .common import json_body
@@ -37,7 +37,7 @@ def list_models():
     the caller's plan cannot use, unless ``include_models`` names them.
     """
     gw = current_app.extensions["gateway"]
-    data = gw.listed_models(request.environ.get(keys.UPSTREAM_KEY))
+    data = gw.listed_models(gw.upstream_key(request.environ))
     return jsonify({"object": "list", "data": data})
 
 
