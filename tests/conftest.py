@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from tests.fake_upstream import FakeUpstream
+from tests.fake_upstream import PRO_KEY, FakeUpstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL_KEY = "test-local-key"
@@ -122,6 +122,26 @@ def gateway(fake_server, tmp_path_factory):
     path.write_text(yaml.safe_dump(gateway_config(fake_server.url, folder)))
     server = Gunicorn(str(path), free_port()).wait_ready()
     server.usage_file = str(folder / "usage.json")
+    yield server
+    server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def start_gateway(fake_server, tmp_path_factory, name: str, **overrides) -> "Gunicorn":
+    """A gunicorn (2 gthread workers) configured with ``gateway_config`` plus ``overrides``."""
+    folder = tmp_path_factory.mktemp(name)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(fake_server.url, folder, **overrides)))
+    server = Gunicorn(str(path), free_port()).wait_ready()
+    server.folder = folder
+    server.usage_file = str(folder / "usage.json")
+    return server
+
+
+@pytest.fixture(scope="session")
+def provider_gateway(fake_server, tmp_path_factory):
+    server = start_gateway(fake_server, tmp_path_factory, "provider",
+                           commandcode={"mode": "provider", "api_key": PRO_KEY})
     yield server
     server.stop()
     assert "Traceback" not in server.log(), server.log()

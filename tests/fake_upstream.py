@@ -671,6 +671,8 @@ _TOTAL_USAGE = {
     "slow": full_usage(2600, 0, 0, 20),
     "endless": full_usage(2700, 0, 0, 99),
     "image": full_usage(2800, 0, 0, 2),
+    "call": full_usage(3300, 0, 0, 17),
+    "call_answer": full_usage(3400, 3000, 0, 9),
 }
 
 
@@ -1013,6 +1015,76 @@ def _sc_endless(ctx):
     return Plan(steps())
 
 
+def tool_results_after_last_call(body, route: str = "generate") -> list[str] | None:
+    """The text of the tool results that follow the last assistant message, in order; None when
+    no assistant message precedes them (the conversation has not called a tool yet).
+
+    One reading per wire: ``tool`` messages with ``tool-result`` parts (``/alpha/generate``),
+    ``tool`` messages (Provider chat), ``tool_result`` blocks in user messages (Provider messages).
+    """
+    messages = (body.get("params") or {}).get("messages") if route == "generate" else body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+               default=None)
+    if last is None:
+        return None
+    out = []
+
+    def text_of(content) -> str:
+        if isinstance(content, str):
+            return content
+        if isinstance(content, dict) and isinstance(content.get("value"), str):       # CLI output
+            return content["value"]
+        if isinstance(content, list):
+            return "\n".join(text_of(c.get("text", c.get("output"))) if isinstance(c, dict) else ""
+                             for c in content)
+        return ""
+
+    for msg in messages[last + 1:]:
+        role, content = msg.get("role"), msg.get("content")
+        if route == "generate" and role == "tool" and isinstance(content, list):
+            out += [text_of(p.get("output")) for p in content if isinstance(p, dict) and p.get("type") == "tool-result"]
+        elif route == "chat" and role == "tool":
+            out.append(text_of(content))
+        elif route == "messages" and role == "user" and isinstance(content, list):
+            out += [text_of(b.get("content")) for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+    return out
+
+
+CALL_ANSWER_PREFIX = "The tool said: "
+
+
+def _sc_call(ctx):
+    """A client-run tool round trip: ``[[call:NAME]]`` or ``[[call:NAME={json input}]]``.
+
+    While the conversation has no tool result after its last assistant turn, the model calls
+    tool NAME (id ``call_rt``) with that input and finishes with tool-calls; once the client has
+    sent the result back, it answers ``CALL_ANSWER_PREFIX`` + the results' text, so a real agent
+    (Claude Code, an SDK tool runner) ends its loop after exactly one call.
+    """
+    name, _, raw = (ctx.arg or "").partition("=")
+    if not name:
+        raise ScenarioError("call needs a tool name: [[call:NAME]] or [[call:NAME={json}]]")
+    try:
+        tool_input = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ScenarioError(f"call input {raw!r} is not JSON") from None
+    results = tool_results_after_last_call(ctx.body, getattr(ctx, "route", "generate"))
+    if results:
+        return Plan(_text_answer([CALL_ANSWER_PREFIX, " | ".join(results)], _TOTAL_USAGE["call_answer"]))
+    args = json.dumps(tool_input)
+    return Plan([
+        {"type": "start"},
+        {"type": "tool-input-start", "id": "call_rt", "toolName": name},
+        {"type": "tool-input-delta", "id": "call_rt", "delta": args[:len(args) // 2]},
+        {"type": "tool-input-delta", "id": "call_rt", "delta": args[len(args) // 2:]},
+        {"type": "tool-input-end", "id": "call_rt"},
+        {"type": "tool-call", "toolCallId": "call_rt", "toolName": name, "input": tool_input},
+        _finish(_TOTAL_USAGE["call"], "tool-calls", "tool_calls"),
+    ])
+
+
 def _sc_image(ctx):
     """Reports how many images the request's messages contained, e.g. "images=2".
 
@@ -1068,7 +1140,7 @@ SCENARIOS = {
     "error_first": _sc_error_first, "error_after_text": _sc_error_after_text,
     "truncated": _sc_truncated, "truncated_empty": _sc_truncated_empty, "silence": _sc_silence,
     "reasoning_silence": _sc_reasoning_silence, "slow": _sc_slow, "endless": _sc_endless,
-    "image": _sc_image, **HTTP_ERRORS,
+    "image": _sc_image, "call": _sc_call, **HTTP_ERRORS,
 }
 
 _REASONS = {402: "Payment Required", 429: "Too Many Requests", 529: "Site Overloaded"}

@@ -27,7 +27,7 @@ import requests
 import yaml
 
 from gateway import keys
-from tests.conftest import LOCAL_KEY, Gunicorn, free_port, gateway_config
+from tests.conftest import LOCAL_KEY, start_gateway as _start
 from tests.fake_upstream import GO_KEY, MAX_KEY, NEW_PROVIDER_MODEL, PRO_KEY, USAGE
 
 GENERATE = "/alpha/generate"
@@ -37,24 +37,6 @@ FLASH = "deepseek/deepseek-v4-flash"
 CLAUDE = "claude-sonnet-5"
 READ_FILE = {"name": "read_file", "description": "Read a file",
              "schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}
-
-
-def _start(fake_server, tmp_path_factory, name: str, **overrides) -> Gunicorn:
-    folder = tmp_path_factory.mktemp(name)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(gateway_config(fake_server.url, folder, **overrides)))
-    server = Gunicorn(str(path), free_port()).wait_ready()
-    server.folder = folder
-    return server
-
-
-@pytest.fixture(scope="session")
-def provider_gateway(fake_server, tmp_path_factory):
-    server = _start(fake_server, tmp_path_factory, "provider",
-                    commandcode={"mode": "provider", "api_key": PRO_KEY})
-    yield server
-    server.stop()
-    assert "Traceback" not in server.log(), server.log()
 
 
 @pytest.fixture(scope="session")
