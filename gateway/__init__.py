@@ -25,9 +25,11 @@ from .upstream.cli import CliRoute
 from .upstream.provider import ProviderRoute
 from .usage import UsageStore
 
+__version__ = "0.6.0"
+
 log = logging.getLogger("gateway")
 
-_PUBLIC_ENDPOINTS = {"meta.health"}
+_PUBLIC_ENDPOINTS = {"meta.health", "meta.index"}
 _ALLOW_HEADERS = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta"
 
 

@@ -86,8 +86,12 @@ def _has_images(messages: list[Message]) -> bool:
                for m in messages for p in m.parts)
 
 
-def normalize(req: ChatRequest) -> ChatRequest:
-    """Apply the invariants in place and return ``req``; raise InvalidRequest when unfixable."""
+def normalize(req: ChatRequest, *, sendable: bool = True) -> ChatRequest:
+    """Apply the invariants in place and return ``req``; raise InvalidRequest when unfixable.
+
+    ``sendable=False`` (token counting, which sends nothing) skips the checks that only matter
+    to a model: that there is a user turn to answer and that the model can see images.
+    """
     messages = []
     for msg in req.messages:
         parts = [p for p in msg.parts if _keep(p)]
@@ -95,6 +99,9 @@ def normalize(req: ChatRequest) -> ChatRequest:
             messages.append(Message(msg.role, parts))
     messages = _merge_same_role(_pair_tool_calls(messages))
     _check_tools(req)
+    req.messages = messages
+    if not sendable:
+        return req
     if not any(m.role in ("user", "tool") for m in messages):
         raise errors.InvalidRequest("messages must contain at least one non-empty user message",
                                     param="messages")
@@ -102,5 +109,4 @@ def normalize(req: ChatRequest) -> ChatRequest:
         raise errors.InvalidRequest(
             f"the model '{req.model.id}' does not accept images; pick a vision model "
             "(GET /v1/models shows \"vision\": true)", param="messages", code="image_not_supported")
-    req.messages = messages
     return req

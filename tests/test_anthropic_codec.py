@@ -25,6 +25,7 @@ from gateway.catalog import Catalog
 from gateway.codecs import anthropic_messages as codec
 from gateway.config import ConfigError
 from gateway.images import RemoteImages
+from gateway.normalize import normalize
 from tests.conftest import LOCAL_KEY, gateway_config
 from tests.fake_upstream import USAGE
 
@@ -233,9 +234,76 @@ def test_thinking_budget_becomes_an_accepted_effort(model, budget, effort):
     assert effort is None or effort in req.model.efforts
 
 
-@pytest.mark.parametrize("thinking", [None, {"type": "disabled"}, {"type": "adaptive"}])
-def test_no_enabled_thinking_means_no_effort(thinking):
+@pytest.mark.parametrize("thinking", [None, {"type": "disabled"}])
+def test_no_thinking_means_no_effort(thinking):
     assert decode(body(thinking=thinking)).reasoning_effort is None
+
+
+@pytest.mark.parametrize("model,thinking,config,effort", [
+    # Claude Code: adaptive thinking with --effort in output_config
+    ("claude-sonnet-4-6", {"type": "adaptive"}, {"effort": "low"}, "low"),
+    ("claude-sonnet-4-6", {"type": "adaptive", "display": "omitted"}, {"effort": "medium"}, "medium"),
+    ("claude-sonnet-4-6", {"type": "adaptive"}, {"effort": "max"}, "max"),
+    ("claude-sonnet-4-6", {"type": "adaptive"}, {"effort": "xhigh"}, "xhigh"),
+    ("claude-sonnet-4-6", {"type": "adaptive"}, None, "high"),     # Anthropic's default effort
+    (FLASH, {"type": "adaptive"}, {"effort": "low"}, "high"),      # clamped: flash takes high/max
+    (FLASH, {"type": "adaptive"}, {"effort": "max"}, "max"),
+    (FLASH, None, {"effort": "max"}, "max"),                       # effort alone counts too
+    ("moonshotai/Kimi-K2.6", {"type": "adaptive"}, {"effort": "max"}, None),   # takes none
+    ("claude-sonnet-4-6", {"type": "enabled", "budget_tokens": 2000}, {"effort": "high"}, "high"),
+    ("claude-sonnet-4-6", {"type": "disabled"}, {"effort": "max"}, None),
+])
+def test_adaptive_thinking_and_output_config_effort(model, thinking, config, effort):
+    req = decode(body(model=model, thinking=thinking, output_config=config))
+    assert req.reasoning_effort == effort
+
+
+def test_system_messages_mid_conversation_become_reminders_in_order():
+    """Claude Code 2.1's mid-conversation system turns: the text reaches the model where it was."""
+    req = decode(body(
+        {"role": "system", "content": "before all"},
+        {"role": "user", "content": "q1"},
+        {"role": "system", "content": [{"type": "text", "text": "env", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+        {"role": "system", "content": "after the call"},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
+                                     {"type": "text", "text": "q2"}]},
+        {"role": "assistant", "content": "a2"},
+        {"role": "system", "content": "<system-reminder>already wrapped</system-reminder>"}))
+    wrap = lambda t: f"<system-reminder>\n{t}\n</system-reminder>"
+    assert [m.role for m in req.messages] == ["user", "user", "user", "assistant", "tool", "user",
+                                              "assistant", "user"]
+    assert req.messages[0].parts == [Text(wrap("before all"))]
+    assert req.messages[2].parts == [Text(wrap("env"), {"type": "ephemeral"})]
+    assert req.messages[4].parts[0].call_id == "t1"        # results first: the call stays answered
+    assert req.messages[5].parts == [Text(wrap("after the call")), Text("q2")]
+    assert req.messages[7].parts == [Text("<system-reminder>already wrapped</system-reminder>")]
+    normalized = normalize(req)
+    assert [m.role for m in normalized.messages] == ["user", "assistant", "tool", "user", "assistant", "user"]
+
+
+def test_a_system_message_with_a_non_text_block_is_refused_by_path():
+    err = invalid(body({"role": "user", "content": "q"},
+                       {"role": "system", "content": [{"type": "image", "source": {}}]}))
+    assert err.param == "messages[1].content[0].type"
+
+
+def test_deferred_tools_are_sent_once_a_tool_reference_loads_them():
+    """Claude Code's ToolSearch: deferred tools stay hidden until a tool_result references them."""
+    schema = {"type": "object", "properties": {}}
+    tools = [{"name": "ToolSearch", "description": "find tools", "input_schema": schema},
+             {"name": "WebFetch", "description": "fetch", "input_schema": schema, "defer_loading": True},
+             {"name": "Cron", "description": "cron", "input_schema": schema, "defer_loading": True}]
+    first = decode(body({"role": "user", "content": "q"}, tools=tools))
+    assert [t.name for t in first.tools] == ["ToolSearch"]
+    later = decode(body(
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "ToolSearch",
+                                           "input": {"query": "select:WebFetch"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "tool_reference", "tool_name": "WebFetch"}]}]}, tools=tools))
+    assert [t.name for t in later.tools] == ["ToolSearch", "WebFetch"]
+    assert later.messages[2].parts[0].content == "Tool loaded: WebFetch"
 
 
 def test_images_base64_and_refused_urls():
@@ -264,7 +332,7 @@ def test_images_base64_and_refused_urls():
     (body(system=5), "system"),
     ({"model": FLASH, "max_tokens": 5, "messages": []}, "messages"),
     (body("hi"), "messages[0]"),
-    (body({"role": "system", "content": "x"}), "messages[0].role"),
+    (body({"role": "developer", "content": "x"}), "messages[0].role"),
     (body({"role": "user"}), "messages[0].content"),
     (body({"role": "user", "content": 5}), "messages[0].content"),
     (body({"role": "user", "content": [{"type": "text"}]}), "messages[0].content[0].text"),

@@ -713,12 +713,29 @@ def test_count_tokens_grows_with_text_tools_and_images_without_calling_upstream(
     assert fake.requests == []
 
 
+def test_count_tokens_answers_every_well_formed_request(claude, fake):
+    """Clients size their context with it: images count on a text-only model, image URLs are
+    counted without being fetched, an unknown model id and a history with no user turn are
+    counted too; nothing reaches upstream."""
+    def count(**kw) -> int:
+        return claude.messages.count_tokens(**{"model": FLASH, "messages": user("hi"), **kw}).input_tokens
+
+    text = {"type": "text", "text": "what is this"}
+    big = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png(1000, 1000)}}
+    url_image = {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:9/never-fetched.png"}}
+    assert count(messages=[{"role": "user", "content": [text, big]}]) - \
+        count(messages=[{"role": "user", "content": [text]}]) >= 1000      # FLASH has no vision
+    assert count(model=VISION, messages=[{"role": "user", "content": [text, url_image]}]) > count()
+    assert count(model="claude-opus-9-future") == count()
+    assert count(messages=[{"role": "assistant", "content": "only me"}]) > 0
+    assert count(messages=[{"role": "user", "content": "q"}, {"role": "system", "content": "note " * 50}]) > \
+        count(messages=[{"role": "user", "content": "q"}]) + 40
+    assert fake.requests == []
+
+
 def test_count_tokens_errors_use_the_anthropic_envelope(claude, fake):
-    with pytest.raises(anthropic.NotFoundError):
-        claude.messages.count_tokens(model="no-such-model", messages=user("hi"))
-    url_image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
     with pytest.raises(anthropic.BadRequestError) as info:
-        claude.messages.count_tokens(model=VISION, messages=[{"role": "user", "content": [url_image]}])
+        claude.messages.count_tokens(model=FLASH, messages=[{"role": "user", "content": 5}])
     ErrorResponse.model_validate(info.value.body)
     assert fake.requests == []
 

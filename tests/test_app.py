@@ -170,3 +170,26 @@ def test_pump_reraises_upstream_errors_and_does_not_abort_after_finish():
 
     with pytest.raises(errors.RateLimited):
         list(relay.pump(Failing(), 5))
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_root_answers_without_a_key(fake, tmp_path, method):
+    """Claude Code probes ``HEAD /`` without credentials before it starts."""
+    c = create_app(gateway_config(fake.url, tmp_path)).test_client()
+    r = c.open("/", method=method)
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    if method == "GET":
+        from gateway import __version__
+        assert r.json["name"] == "Command Code Gateway" and r.json["version"] == __version__
+        assert "POST /v1/messages" in r.json["endpoints"] and "GET /health" in r.json["endpoints"]
+    assert fake.requests == []
+
+
+def test_a_model_outside_the_plan_says_how_to_map_it(fake, tmp_path):
+    """403 model_not_in_plan is an error a client cannot act on: the message names model_map."""
+    c = make(fake, tmp_path)
+    r = c.post("/v1/messages", json={"model": "claude-opus-5", "max_tokens": 10,
+                                     "messages": [{"role": "user", "content": "[[http_403_model]]"}]})
+    assert r.status_code == 403 and r.json["error"]["type"] == "permission_error"
+    assert "model_map" in r.json["error"]["message"]
+    assert '"claude-*": "deepseek/deepseek-v4-pro"' in r.json["error"]["message"]

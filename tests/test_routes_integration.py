@@ -474,3 +474,95 @@ def test_prompt_cache_breakpoints_reach_claude_on_the_provider_api(provider_gate
     assert body["tools"][0]["cache_control"] == eph
     last = body["messages"][-1]["content"]
     assert [b.get("cache_control") for b in last] == [eph, eph]
+
+
+# ---- what Claude Code 2.1 sends, on every route --------------------------------------------------
+
+@pytest.fixture(params=list(ROUTES), ids=lambda r: f"anthropic-{r}")
+def anthropic_target(request, fake):
+    fixture, model, key, path = ROUTES[request.param]
+    key = {"local": LOCAL_KEY, "pro": PRO_KEY, "go": None}[key] or fresh_go_key(fake)
+    return Target("anthropic", request.getfixturevalue(fixture), model, key, path, fake)
+
+
+def _upstream_messages(target) -> str:
+    body = target.upstream()[-1]["body"]
+    return json.dumps(body["params"]["messages"] if target.path == GENERATE else body["messages"])
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_mid_conversation_system_turns_reach_the_model_in_order(anthropic_target, stream):
+    """Claude Code's ``mid-conversation-system`` beta puts ``role: "system"`` turns anywhere in
+    ``messages``, a trailing one included; each reaches upstream where it stood."""
+    t = anthropic_target
+    history = [{"role": "user", "content": "USER-ONE"},
+               {"role": "system", "content": "NOTE-A"},
+               {"role": "assistant", "content": "ASSISTANT-ONE"},
+               {"role": "system", "content": [{"type": "text", "text": "NOTE-B",
+                                               "cache_control": {"type": "ephemeral", "scope": "global"}}]},
+               {"role": "user", "content": "[[echo]] USER-TWO"},
+               {"role": "system", "content": "NOTE-C"}]
+    r = t.ask(history, stream)      # echo: the last user turn as upstream got it
+    assert r["text"] == ("<system-reminder>\nNOTE-B\n</system-reminder>\n USER-TWO\n"
+                         "<system-reminder>\nNOTE-C\n</system-reminder>")
+    sent = _upstream_messages(t)
+    marks = ["USER-ONE", "NOTE-A", "ASSISTANT-ONE", "NOTE-B", "USER-TWO", "NOTE-C"]
+    positions = [sent.find(m) for m in marks]
+    assert -1 not in positions and positions == sorted(positions), (positions, sent)
+    assert "<system-reminder>" in sent
+
+
+def test_a_system_turn_between_a_tool_call_and_its_result(anthropic_target):
+    t = anthropic_target
+    first = t.ask(user("[[tool_call]] read a.txt"), True, tools=True)
+    history = user("[[tool_call]] read a.txt") + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first["message"].content]},
+        {"role": "system", "content": "NOTE-AFTER-CALL"},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": first["calls"][0][0],
+                                      "content": "contents"},
+                                     {"type": "text", "text": "[[echo]] done"}]}]
+    text = t.ask(history, True, tools=True)["text"]        # the fake checked the pairing too
+    assert text == "<system-reminder>\nNOTE-AFTER-CALL\n</system-reminder>\n done"
+
+
+def _sent_effort(target):
+    body = target.upstream()[-1]["body"]
+    if target.path == GENERATE:
+        return body["params"].get("reasoning_effort")
+    if target.path == CHAT:
+        return body.get("reasoning_effort")
+    return (body.get("thinking") or {}).get("budget_tokens")
+
+
+@pytest.mark.parametrize("effort,thinking,expect", [
+    ("low", {"type": "adaptive"}, {FLASH: "high", CLAUDE: "low", "budget": 4096}),
+    ("max", {"type": "adaptive", "display": "omitted"}, {FLASH: "max", CLAUDE: "max", "budget": 63999}),
+    (None, {"type": "adaptive"}, {FLASH: "high", CLAUDE: "high", "budget": 32768}),
+    ("max", {"type": "disabled"}, {FLASH: None, CLAUDE: None, "budget": None}),
+])
+def test_claude_code_effort_reaches_upstream(anthropic_target, effort, thinking, expect):
+    """``--effort`` arrives as ``output_config.effort`` with adaptive thinking: it becomes the
+    reasoning effort (clamped to the model's); on Claude, a thinking budget."""
+    t = anthropic_target
+    extra = {"thinking": thinking, "max_tokens": 64000}
+    if effort:
+        extra["extra_body"] = {"output_config": {"effort": effort}}
+    t.client.messages.create(model=t.model, messages=user("hi"), **extra)
+    want = expect["budget"] if t.path == MESSAGES else expect[t.model]
+    assert _sent_effort(t) == want
+
+
+def test_everything_else_claude_code_sends_is_accepted(anthropic_target):
+    t = anthropic_target
+    r = t.client.messages.create(
+        model=t.model, max_tokens=32000, messages=user("[[echo]] ok"),
+        system=[{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332;"},
+                {"type": "text", "text": "You are Claude Code.",
+                 "cache_control": {"type": "ephemeral", "scope": "global", "ttl": "1h"}}],
+        metadata={"user_id": json.dumps({"device_id": "d", "session_id": "s"})},
+        extra_headers={"anthropic-beta": "claude-code-20250219,context-management-2025-06-27,"
+                                         "mid-conversation-system-2026-04-07,effort-2025-11-24"},
+        extra_query={"beta": "true"},
+        extra_body={"context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+                    "output_config": {"effort": "medium"}, "thinking": {"type": "adaptive"}})
+    assert "".join(b.text for b in r.content if b.type == "text") == "ok"

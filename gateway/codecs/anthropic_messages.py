@@ -17,7 +17,8 @@ from .. import errors
 from ..canonical import (CONTENT_FILTER, LENGTH, TOOL_CALLS, ChatRequest, Finish, Image, Message,
                          Reasoning, ReasoningDelta, SystemBlock, Text, TextDelta, Tool, ToolCall,
                          ToolCallEvent, ToolResult, Usage)
-from ..catalog import Catalog, clamp_effort, require
+from ..catalog import Catalog, Model, clamp_effort, require
+from ..images import from_data_url
 from .fields import body_object, get, number_in, positive_int
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -73,6 +74,10 @@ def _tool_result(block: dict, path: str, images) -> ToolResult:
                 texts.append(get(part, "text", str, p, required=True))
             elif part.get("type") == "image":
                 imgs.append(_image(part, p, images))
+            elif part.get("type") == "tool_reference":
+                # Claude Code's ToolSearch answers with references to deferred tools; the
+                # referenced tools are sent to the model (see _tools), the result says so
+                texts.append(f"Tool loaded: {get(part, 'tool_name', str, p, required=True)}")
             else:
                 raise errors.InvalidRequest(f"'{p}.type' must be text or image in a tool_result",
                                             param=f"{p}.type")
@@ -81,8 +86,9 @@ def _tool_result(block: dict, path: str, images) -> ToolResult:
                       cache_control=_cache(block))
 
 
-def _user(content, path: str, images, out: list) -> None:
-    results, parts = [], []
+def _user(content, path: str, images, out: list, before: list | None = None) -> None:
+    """``before``: system text that precedes this turn's own text but follows its tool results."""
+    results, parts = [], list(before or ())
     for i, block in enumerate(_blocks(content, path)):
         p = f"{path}[{i}]"
         kind = block.get("type")
@@ -126,6 +132,30 @@ def _assistant(content, path: str, out: list) -> None:
     out.append(Message("assistant", parts))
 
 
+REMINDER_OPEN, REMINDER_CLOSE = "<system-reminder>\n", "\n</system-reminder>"
+
+
+def _reminders(content, path: str) -> list[Text]:
+    """A ``role: "system"`` message in ``messages`` as user text in ``<system-reminder>`` tags.
+
+    Claude Code 2.1 (beta ``mid-conversation-system-2026-04-07``) puts system turns between the
+    user and assistant turns; without that beta it sends the same text inside the next user turn
+    wrapped in these tags.  No route can carry a system turn mid-conversation, so every route
+    gets the form Claude Code itself falls back to, in the same place in the conversation.
+    """
+    out = []
+    for i, block in enumerate(_blocks(content, path)):
+        p = f"{path}[{i}]"
+        if block.get("type") != "text":
+            raise errors.InvalidRequest(f"'{p}.type' must be \"text\" in a system message",
+                                        param=f"{p}.type")
+        text = get(block, "text", str, p, required=True)
+        if text.strip() and not text.lstrip().startswith("<system-reminder>"):
+            text = REMINDER_OPEN + text + REMINDER_CLOSE
+        out.append(Text(text, _cache(block)))
+    return out
+
+
 def _system(body: dict) -> list[SystemBlock]:
     system = body.get("system")
     if system is None:
@@ -141,14 +171,35 @@ def _system(body: dict) -> list[SystemBlock]:
     return blocks
 
 
+def _referenced(raw) -> set[str]:
+    """Names of the tools that ``tool_reference`` blocks in tool results have loaded."""
+    names: set[str] = set()
+    for msg in raw if isinstance(raw, list) else ():
+        content = msg.get("content") if isinstance(msg, dict) else None
+        for block in content if isinstance(content, list) else ():
+            inner = block.get("content") if isinstance(block, dict) else None
+            for part in inner if isinstance(inner, list) else ():
+                if isinstance(part, dict) and part.get("type") == "tool_reference":
+                    names.add(part.get("tool_name"))
+    return names
+
+
 def _tools(body: dict) -> list[Tool]:
+    """Client tools.  A tool with ``defer_loading`` (Anthropic's tool search, which Claude Code
+    uses for its rarely needed tools) is sent only once a ``tool_reference`` has loaded it, as
+    Anthropic does; server tools are dropped."""
     tools = []
+    loaded = None
     for i, t in enumerate(get(body, "tools", list, default=[])):
         p = f"tools[{i}]"
         if not isinstance(t, dict):
             raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
         if "input_schema" not in t and t.get("type") not in (None, "custom"):
             continue        # a server tool (web search, code execution): Command Code runs none
+        if t.get("defer_loading") is True:
+            loaded = _referenced(body.get("messages")) if loaded is None else loaded
+            if t.get("name") not in loaded:
+                continue
         tools.append(Tool(get(t, "name", str, p, required=True),
                           get(t, "description", str, p, default=""),
                           get(t, "input_schema", dict, p, required=True), _cache(t)))
@@ -169,23 +220,33 @@ def _tool_choice(body: dict) -> str:
 
 
 def _effort(body: dict, model) -> str | None:
-    thinking = get(body, "thinking", dict)
-    if not thinking or thinking.get("type") != "enabled":
+    """The reasoning effort the client asked for, clamped to one the model accepts.
+
+    ``output_config.effort`` (Claude Code's ``--effort``: low, medium, high, xhigh, max) wins;
+    ``thinking: {type: "adaptive"}`` without it is Anthropic's default effort, high;
+    ``{type: "enabled", budget_tokens}`` maps by budget; ``{type: "disabled"}`` sends none.
+    """
+    thinking = get(body, "thinking", dict) or {}
+    kind = thinking.get("type")
+    if kind == "disabled":
         return None
-    budget = get(thinking, "budget_tokens", int, "thinking", default=0)
-    effort = next((e for limit, e in _BUDGET_EFFORTS if budget <= limit), "max")
-    return clamp_effort(model, effort)
+    effort = get(get(body, "output_config", dict) or {}, "effort", str, "output_config")
+    if effort is None:
+        if kind == "adaptive":
+            effort = "high"
+        elif kind == "enabled":
+            budget = get(thinking, "budget_tokens", int, "thinking", default=0)
+            effort = next((e for limit, e in _BUDGET_EFFORTS if budget <= limit), "max")
+        else:
+            return None
+    return clamp_effort(model, effort.lower())
 
 
-def decode(body, catalog: Catalog, images) -> ChatRequest:
-    """A Messages request body as a canonical request (nothing normalised yet)."""
-    body = body_object(body)
-    asked = get(body, "model", str, required=True)
-    model = require(catalog, asked)
-    raw = get(body, "messages", list, required=True)
-    if not raw:
-        raise errors.InvalidRequest("'messages' must not be empty", param="messages")
+def _messages(raw: list, images) -> list[Message]:
+    """``messages`` in order; a system turn becomes reminder text in the user turn it precedes,
+    placed after that turn's tool results so that every tool call stays answered first."""
     messages: list[Message] = []
+    held: list[Text] = []       # system text after an assistant turn, for the next user turn
     for i, msg in enumerate(raw):
         path = f"messages[{i}]"
         if not isinstance(msg, dict):
@@ -194,16 +255,66 @@ def decode(body, catalog: Catalog, images) -> ChatRequest:
         if "content" not in msg:
             raise errors.InvalidRequest(f"'{path}.content' is required", param=f"{path}.content")
         if role == "user":
-            _user(msg["content"], f"{path}.content", images, messages)
+            _user(msg["content"], f"{path}.content", images, messages, held)
+            held = []
         elif role == "assistant":
+            if held:
+                messages.append(Message("user", held))
+                held = []
             _assistant(msg["content"], f"{path}.content", messages)
+        elif role == "system":
+            texts = _reminders(msg["content"], f"{path}.content")
+            if messages and messages[-1].role == "assistant":
+                held += texts
+            elif texts:
+                messages.append(Message("user", texts))
         else:
-            raise errors.InvalidRequest(f"'{path}.role' must be \"user\" or \"assistant\"",
-                                        param=f"{path}.role")
+            raise errors.InvalidRequest(f"'{path}.role' must be \"user\", \"assistant\" or "
+                                        "\"system\"", param=f"{path}.role")
+    if held:
+        messages.append(Message("user", held))
+    return messages
+
+
+class _CountedImages:
+    """Images for count_tokens: inline ones are read for their size, URLs are never fetched
+    (counted at the largest size an image can cost)."""
+
+    @staticmethod
+    def load(url: str, param: str) -> Image:
+        if url.startswith("data:"):
+            return from_data_url(url, param)
+        return Image(url, "image/*")
+
+
+def decode_for_count(body, catalog: Catalog) -> ChatRequest:
+    """A ``count_tokens`` body as a canonical request: the same fields as ``/v1/messages``
+    without ``max_tokens``; any model id (an unknown one is counted like any other), images on
+    any model, nothing fetched."""
+    body = body_object(body)
+    asked = get(body, "model", str, required=True)
+    model = catalog.resolve(asked) or Model(asked, None, (), 200000, None, None)
+    return _decode(body, asked, model, _CountedImages, max_tokens=1)
+
+
+def decode(body, catalog: Catalog, images) -> ChatRequest:
+    """A Messages request body as a canonical request (nothing normalised yet)."""
+    body = body_object(body)
+    asked = get(body, "model", str, required=True)
+    model = require(catalog, asked)
+    return _decode(body, asked, model, images,
+                   positive_int(get(body, "max_tokens", int, required=True), "max_tokens"))
+
+
+def _decode(body: dict, asked: str, model: Model, images, max_tokens: int) -> ChatRequest:
+    raw = get(body, "messages", list, required=True)
+    if not raw:
+        raise errors.InvalidRequest("'messages' must not be empty", param="messages")
+    messages = _messages(raw, images)
     return ChatRequest(
         model=model, requested_model=asked, messages=messages, system=_system(body),
         tools=_tools(body), tool_choice=_tool_choice(body),
-        max_tokens=positive_int(get(body, "max_tokens", int, required=True), "max_tokens"),
+        max_tokens=max_tokens,
         temperature=number_in(get(body, "temperature", (int, float)), 0, 1, "temperature"),
         reasoning_effort=_effort(body, model), stream=bool(get(body, "stream", bool, default=False)))
 

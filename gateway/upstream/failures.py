@@ -76,7 +76,10 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
     if code_low == "model_not_in_plan" or "model_not_in_plan" in low:
         return errors.PermissionDenied(
             f"Command Code: {_PLAN_PREFIX.sub('', message)}. Pick a model your plan includes "
-            "(GET /v1/models lists them with their minimum plan).", code="model_not_in_plan")
+            "(GET /v1/models lists them with their minimum plan), or map the ids your client "
+            "sends to one in the gateway's config.yaml, e.g. model_map: {\"claude-*\": "
+            "\"deepseek/deepseek-v4-pro\"} for Claude Code on the Go plan.",
+            code="model_not_in_plan")
     if "premium_credits_exhausted" in low:
         return errors.PermissionDenied(
             f"{text}. Your plan's premium allowance is used up: pick an open-source model or wait "

@@ -32,10 +32,11 @@ def messages():
 @bp.post("/v1/messages/count_tokens")
 def count_tokens():
     """``{"input_tokens": N}``: an estimate of system, messages, tools and images, made locally
-    (Command Code has no counting endpoint; see gateway/tokens.py for how it estimates)."""
+    (Command Code has no counting endpoint; see gateway/tokens.py for how it estimates).
+
+    Clients call it to size their context, so it answers every well-formed body: any model id,
+    images whatever the model, a history without a user turn; it never calls upstream and never
+    fetches an image URL."""
     gw = current_app.extensions["gateway"]
-    body = json_body()
-    if isinstance(body, dict):
-        body.setdefault("max_tokens", 1)        # count_tokens takes no max_tokens
-    req = normalize(anthropic_messages.decode(body, gw.catalog, gw.images))
-    return jsonify({"input_tokens": tokens.estimate(req)})
+    req = anthropic_messages.decode_for_count(json_body(), gw.catalog)
+    return jsonify({"input_tokens": tokens.estimate(normalize(req, sendable=False))})

@@ -3,9 +3,20 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import errors, plans
+from .. import __version__, errors, plans
 
 bp = Blueprint("meta", __name__)
+
+#: What ``GET /`` lists: every endpoint, so a person or a probing client sees what is served.
+ENDPOINTS = ["POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/{id}",
+             "POST /v1/messages", "POST /v1/messages/count_tokens", "GET /health", "GET /usage"]
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def index():
+    """Who answers here, without auth (Claude Code probes ``HEAD /`` before it starts)."""
+    return jsonify({"name": "Command Code Gateway", "version": __version__,
+                    "endpoints": ENDPOINTS})
 
 
 @bp.get("/health")
