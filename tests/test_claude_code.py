@@ -65,13 +65,14 @@ class Claude:
     def __init__(self, binary, server, fake, home, path):
         self.binary, self.server, self.fake, self.home, self.path = binary, server, fake, home, path
 
-    def run(self, prompt: str, *args: str, stream_json: bool = False, timeout: float = 90):
+    def run(self, prompt: str, *args: str, stream_json: bool = False, timeout: float = 90,
+            extra_env: dict | None = None):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("ANTHROPIC_", "CLAUDE", "OPENAI_"))}
         env.update(HOME=str(self.home), ANTHROPIC_BASE_URL=self.server.url,
                    ANTHROPIC_AUTH_TOKEN=LOCAL_KEY, DISABLE_TELEMETRY="1",
                    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
-                   DISABLE_ERROR_REPORTING="1")
+                   DISABLE_ERROR_REPORTING="1", **(extra_env or {}))
         fmt = ["--output-format", "stream-json", "--verbose"] if stream_json else \
             ["--output-format", "json"]
         proc = subprocess.run([self.binary, "-p", prompt, *fmt, *args], cwd=self.home, env=env,
@@ -83,14 +84,15 @@ class Claude:
             return json.loads(out)
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
-    def calls(self) -> list[dict]:
+    def calls(self, path: str | None = None) -> list[dict]:
         """The model calls that reached the fake; all of them on this route's path."""
         calls = [r for r in self.fake.requests if r["method"] == "POST"]
-        assert calls and {r["path"] for r in calls} == {self.path}, [r["path"] for r in calls]
+        assert calls and {r["path"] for r in calls} == {path or self.path}, \
+            [r["path"] for r in calls]
         return calls
 
     def model_of(self, call: dict) -> str:
-        return call["body"]["params"]["model"] if self.path == GENERATE else call["body"]["model"]
+        return call["body"]["params"]["model"] if call["path"] == GENERATE else call["body"]["model"]
 
     def effort_of(self, call: dict):
         body = call["body"]
@@ -153,6 +155,14 @@ def test_a_plain_answer_through_model_map(claude_mapped):
     assert list(result["modelUsage"]) == [DEFAULT_MODEL]      # the gateway names the asked model
     [call] = claude_mapped.calls()
     assert claude_mapped.model_of(call) == FLASH
+
+
+def test_any_command_code_model_by_its_id(claude):
+    """``ANTHROPIC_MODEL=moonshotai/Kimi-K3 claude``: no model_map needed to pick a model."""
+    result = claude.run("Say hello", extra_env={"ANTHROPIC_MODEL": "moonshotai/Kimi-K3"})
+    assert (result["is_error"], result["result"]) == (False, "Hello world")
+    [call] = claude.calls(GENERATE if claude.path == GENERATE else CHAT)
+    assert claude.model_of(call) == "moonshotai/Kimi-K3"
 
 
 def test_claude_code_runs_a_tool_and_sends_its_result_back(any_claude):
