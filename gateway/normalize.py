@@ -108,5 +108,6 @@ def normalize(req: ChatRequest, *, sendable: bool = True) -> ChatRequest:
     if req.model.vision is False and _has_images(messages):     # None: unknown, upstream decides
         raise errors.InvalidRequest(
             f"the model '{req.model.id}' does not accept images; pick a vision model "
-            "(GET /v1/models shows \"vision\": true)", param="messages", code="image_not_supported")
+            "(GET /v1/models shows \"vision\": true), or point model_map at one if the gateway "
+            "maps your client's model ids", param="messages", code="image_not_supported")
     return req

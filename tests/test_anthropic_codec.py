@@ -169,7 +169,7 @@ def test_tool_result_content_forms():
     img = result(content=[{"type": "text", "text": "shot"}, PNG_BLOCK])
     assert img.content == "shot" and img.images == [Image(f"data:image/png;base64,{PNG_B64}", "image/png")]
     err = invalid(body({"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document", "source": {}}]}]}))
+        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "video", "source": {}}]}]}))
     assert err.param == "messages[0].content[0].content[0].type"
     assert invalid(body({"role": "user", "content": [{"type": "tool_result"}]})).param == \
         "messages[0].content[0].tool_use_id"
@@ -336,7 +336,7 @@ def test_images_base64_and_refused_urls():
     (body({"role": "user"}), "messages[0].content"),
     (body({"role": "user", "content": 5}), "messages[0].content"),
     (body({"role": "user", "content": [{"type": "text"}]}), "messages[0].content[0].text"),
-    (body({"role": "user", "content": [{"type": "document", "source": {}}]}), "messages[0].content[0].type"),
+    (body({"role": "user", "content": [{"type": "document", "source": 5}]}), "messages[0].content[0].source"),
     (body({"role": "user", "content": [{"type": "thinking", "thinking": "x"}]}), "messages[0].content[0].type"),
     (body({"role": "user", "content": [{"type": "image", "source": "x"}]}), "messages[0].content[0].source"),
 ])
@@ -622,3 +622,22 @@ def test_upstream_silence_past_idle_timeout_is_a_504_timeout_error(fake, tmp_pat
     assert r.status_code == 504
     assert r.get_json() == {"type": "error", "error": {"type": "timeout_error", "message": r.get_json()["error"]["message"]}}
     anthropic.types.ErrorResponse.model_validate(r.get_json())
+
+
+def test_documents_become_text_the_model_can_read():
+    """Claude Code's Read tool returns PDFs and text documents; a refused block would break every
+    later turn, so text documents keep their text and a PDF is named in its place."""
+    pdf = {"type": "document", "title": "spec.pdf",
+           "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    txt = {"type": "document", "title": "notes", "source": {"type": "text", "media_type": "text/plain",
+                                                             "data": "line one"}}
+    content = {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "c1"}]}}
+    found = {"type": "search_result", "source": "https://x.example", "title": "X",
+             "content": [{"type": "text", "text": "found it"}]}
+    req = decode(body({"role": "user", "content": [txt, content, found, pdf]}))
+    texts = [p.text for p in req.messages[0].parts]
+    assert texts[:3] == ["notes\nline one", "c1", "X https://x.example\nfound it"]
+    assert "application/pdf" in texts[3] and "spec.pdf" in texts[3]
+    result = decode(body({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t", "content": [pdf, {"type": "text", "text": "read"}]}]}))
+    assert "application/pdf" in result.messages[0].parts[0].content

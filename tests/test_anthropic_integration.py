@@ -653,7 +653,7 @@ def test_unknown_model_is_not_found(claude, fake):
 def test_malformed_requests_are_invalid_request_errors(claude, gateway, fake):
     with pytest.raises(anthropic.BadRequestError) as info:
         claude.messages.create(model=FLASH, max_tokens=64, messages=[{"role": "user", "content": [
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}])
+            {"type": "video", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}])
     assert info.value.body["error"]["type"] == "invalid_request_error"
     assert "messages[0].content[0]" in info.value.body["error"]["message"]
     with pytest.raises(anthropic.BadRequestError):

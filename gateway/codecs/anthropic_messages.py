@@ -52,6 +52,34 @@ def _image(block: dict, path: str, images) -> Image:
                                 param=f"{path}.source.type")
 
 
+def _document(block: dict, path: str) -> str:
+    """A ``document`` or ``search_result`` block as the text a model can read.
+
+    Plain-text and content documents keep their text.  A PDF (base64, URL or file) cannot reach
+    a Command Code model, which reads text and images only; refusing the request would break
+    every later turn of the conversation (agents send their history again), so the model is told
+    in its place, and can say so."""
+    title = block.get("title") if isinstance(block.get("title"), str) else ""
+    if block.get("type") == "search_result":
+        texts = [b.get("text", "") for b in _blocks(block.get("content") or [], f"{path}.content")
+                 if b.get("type") == "text"]
+        head = " ".join(x for x in (title, block.get("source")) if isinstance(x, str) and x)
+        return "\n".join(([head] if head else []) + texts)
+    source = get(block, "source", dict, path, required=True)
+    kind = source.get("type")
+    if kind == "text":
+        text = get(source, "data", str, f"{path}.source", required=True)
+    elif kind == "content":
+        text = "\n".join(b.get("text", "") for b in _blocks(source.get("content") or [],
+                                                           f"{path}.source.content")
+                         if b.get("type") == "text")
+    else:
+        what = source.get("media_type") if isinstance(source.get("media_type"), str) else "document"
+        return (f"[A {what} document{' (' + title + ')' if title else ''} was attached here; it "
+                "cannot be shown: this model reads text and images only.]")
+    return f"{title}\n{text}" if title else text
+
+
 def _blocks(content, path: str) -> list:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
@@ -74,12 +102,15 @@ def _tool_result(block: dict, path: str, images) -> ToolResult:
                 texts.append(get(part, "text", str, p, required=True))
             elif part.get("type") == "image":
                 imgs.append(_image(part, p, images))
+            elif part.get("type") in ("document", "search_result"):
+                texts.append(_document(part, p))
             elif part.get("type") == "tool_reference":
                 # Claude Code's ToolSearch answers with references to deferred tools; the
                 # referenced tools are sent to the model (see _tools), the result says so
                 texts.append(f"Tool loaded: {get(part, 'tool_name', str, p, required=True)}")
             else:
-                raise errors.InvalidRequest(f"'{p}.type' must be text or image in a tool_result",
+                raise errors.InvalidRequest(f"'{p}.type' must be text, image, document, "
+                                            "search_result or tool_reference in a tool_result",
                                             param=f"{p}.type")
     return ToolResult(get(block, "tool_use_id", str, path, required=True), "\n".join(texts),
                       is_error=bool(block.get("is_error")), images=imgs,
@@ -98,9 +129,8 @@ def _user(content, path: str, images, out: list, before: list | None = None) -> 
             parts.append(_image(block, p, images))
         elif kind == "tool_result":
             results.append(_tool_result(block, p, images))
-        elif kind == "document":
-            raise errors.InvalidRequest(f"'{p}': document blocks are not supported by Command "
-                                        "Code (text and images only)", param=f"{p}.type")
+        elif kind in ("document", "search_result"):
+            parts.append(Text(_document(block, p), _cache(block)))
         else:
             raise errors.InvalidRequest(f"'{p}.type' {kind!r} is not supported in a user message",
                                         param=f"{p}.type")
