@@ -280,7 +280,8 @@ def _oa_reasoning(c: Case):
     c.check_upstream(1)
 
 
-def _oa_error(c: Case):
+def _sdk_429(c: Case) -> dict:
+    """Both Node SDKs: a 429 before any output is their RateLimitError, the message kept."""
     r = c.result
     assert not r.get("unexpectedSuccess"), c.why("a 429 before any output must be an error")
     err = r["thrown"]
@@ -288,6 +289,11 @@ def _oa_error(c: Case):
         c.why("error class and status")
     assert "slow down" in err["message"], c.why("the upstream's message is kept")
     c.check_upstream(1)
+    return err
+
+
+def _oa_error(c: Case):
+    _sdk_429(c)
 
 
 OPENAI_CASES = {
@@ -343,15 +349,9 @@ def _an_reasoning(c: Case):
 
 
 def _an_error(c: Case):
-    r = c.result
-    assert not r.get("unexpectedSuccess"), c.why("a 429 before any output must be an error")
-    err = r["thrown"]
-    assert (err["class"], err["status"], r["isRateLimitError"]) == ("RateLimitError", 429, True), \
-        c.why("error class and status")
+    err = _sdk_429(c)
     assert err["body"]["type"] == "error" and err["body"]["error"]["type"] == "rate_limit_error", \
         c.why("Anthropic error envelope")
-    assert "slow down" in err["message"], c.why("the upstream's message is kept")
-    c.check_upstream(1)
 
 
 ANTHROPIC_CASES = {
