@@ -17,6 +17,7 @@ from . import config as config_mod
 from . import errors, keys, plans
 from .account import Account, ModelDiscovery
 from .catalog import Catalog, prefixed
+from .conversations import ConversationStore
 from .images import RemoteImages
 from .key_routes import KeyRoutes
 from .transport import Transport
@@ -47,13 +48,16 @@ class Gateway:
         self.api_key = cc["api_key"]
         self.transport = Transport(cc["connect_timeout"], cc["idle_timeout"])
         cli, provider = CliRoute(cfg, self.transport), ProviderRoute(cfg, self.transport)
+        state_dir = os.path.dirname(os.path.abspath(cfg["usage_file"]))
         if cc["mode"] == "auto":
-            routes_file = os.path.join(os.path.dirname(os.path.abspath(cfg["usage_file"])),
-                                       "key_routes.json")
-            self.route = AutoRoute(cli, provider, KeyRoutes(routes_file))
+            self.route = AutoRoute(cli, provider, KeyRoutes(os.path.join(state_dir,
+                                                                         "key_routes.json")))
         else:
             self.route = cli if cc["mode"] == "cli" else provider
         self.usage = UsageStore(cfg["usage_file"])
+        self.conversations = ConversationStore(
+            os.path.join(state_dir, "state.sqlite3"), cfg["responses_ttl_days"],
+            cfg["responses_max_mb"]) if cfg["store_responses"] else None
         self.account = Account(cfg, self.transport)
         self.discovery = ModelDiscovery(cfg, self.transport, self._merge_model_list) \
             if cfg["discover_models"] else None
@@ -111,6 +115,8 @@ class Gateway:
 def _flavor() -> str:
     if request.blueprint == "anthropic" or request.path.startswith("/v1/messages"):
         return errors.ANTHROPIC
+    if request.blueprint == "responses" or "/responses" in request.path:
+        return errors.RESPONSES
     return errors.OPENAI
 
 
@@ -217,9 +223,10 @@ def create_app(config: dict | None = None) -> Flask:
         log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
                     "/health and /v1/models work, model calls will fail until then")
 
-    from .views import anthropic, meta, openai
+    from .views import anthropic, meta, openai, responses
     app.register_blueprint(meta.bp)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(responses.bp)
     app.register_blueprint(anthropic.bp)
     _install_cors(app, cfg["cors_origins"])
     _install_handlers(app, gw)

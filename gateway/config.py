@@ -43,6 +43,9 @@ DEFAULTS: dict = {
     "discover_models": True,        # merge /provider/v1/models into /v1/models (in the background)
     "model_map": {},                # ordered glob patterns -> catalog ids, e.g. claude-* -> deepseek/...
     "usage_file": "usage.json",
+    "store_responses": True,        # keep /v1/responses for previous_response_id (state.sqlite3)
+    "responses_ttl_days": 30,       # stored responses expire after this many days
+    "responses_max_mb": 512,        # past this size the oldest stored responses go first
     "fetch_remote_images": False,   # fetch http(s) image URLs (never private/loopback addresses)
     "remote_image_max_mb": 10,
     "remote_image_timeout": 10.0,
@@ -78,6 +81,9 @@ _SCHEMA: dict = {
     "discover_models": bool,
     "model_map": "mapping",
     "usage_file": str,
+    "store_responses": bool,
+    "responses_ttl_days": _NUMBER,
+    "responses_max_mb": _NUMBER,
     "fetch_remote_images": bool,
     "remote_image_max_mb": _NUMBER,
     "remote_image_timeout": _NUMBER,
@@ -153,7 +159,8 @@ def validate(overrides: dict, where: str = "config") -> dict:
     _check(overrides, _SCHEMA, "", where)
     cfg = _merge(DEFAULTS, overrides)
     for field in ("commandcode.connect_timeout", "commandcode.idle_timeout", "keepalive_interval",
-                  "max_body_mb", "remote_image_max_mb", "remote_image_timeout"):
+                  "max_body_mb", "remote_image_max_mb", "remote_image_timeout",
+                  "responses_ttl_days", "responses_max_mb"):
         section, _, key = field.rpartition(".")
         value = (cfg[section] if section else cfg)[key]
         if value <= 0:

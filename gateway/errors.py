@@ -9,6 +9,7 @@ client always sees ``{"type": "error", "error": {...}}``, with types that match 
 from __future__ import annotations
 
 import json
+import time
 
 from flask import Response
 
@@ -132,14 +133,27 @@ def error_for_status(status: int, message: str, **kw) -> GatewayError:
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+RESPONSES = "responses"     # OpenAI's envelope, with what Codex reads on top
 
 
 def envelope(err: GatewayError, flavor: str = OPENAI) -> dict:
-    """The error body in the client's own shape."""
+    """The error body in the client's own shape.
+
+    On the Responses surface a plan's usage window is ``type: "usage_limit_reached"`` with
+    ``resets_at`` (epoch seconds), which Codex shows instead of retrying, and an overload is
+    ``code: "server_is_overloaded"``, which Codex backs off from.
+    """
     if flavor == ANTHROPIC:
         return {"type": "error", "error": {"type": err.anthropic_type, "message": err.message}}
-    return {"error": {"message": err.message, "type": err.openai_type,
-                      "code": err.code, "param": err.param}}
+    body = {"message": err.message, "type": err.openai_type, "code": err.code, "param": err.param}
+    if flavor == RESPONSES:
+        if err.code == "usage_limit_reached":
+            body["type"] = "usage_limit_reached"
+            if err.retry_after is not None:
+                body["resets_at"] = int(time.time()) + err.retry_after
+        elif isinstance(err, Overloaded):
+            body["code"] = "server_is_overloaded"
+    return {"error": body}
 
 
 def error_response(err: GatewayError, flavor: str = OPENAI) -> Response:

@@ -95,6 +95,17 @@ def test_plan_window_429_carries_retry_after_from_reset():
     assert "5-hour usage limit" in info.value.message
 
 
+def test_a_plan_window_said_in_words_is_still_a_window():
+    """The Provider API's envelope has no ``rateLimit``: its message says the window and when
+    it resets, which is what Codex needs (``usage_limit_reached`` and ``resets_at``)."""
+    from gateway.upstream import failures
+    err = failures.classify(429, "You've reached your weekly usage limit. Resets in 3h.",
+                            code="rate_limited")
+    assert (type(err), err.code, err.retry_after) == (errors.RateLimited, "usage_limit_reached", 3 * 3600)
+    plain = failures.classify(429, "Rate-limited by the upstream")
+    assert (plain.code, plain.retry_after) == ("rate_limit_exceeded", None)
+
+
 @responses.activate
 def test_html_error_pages_are_summarised_not_relayed():
     responses.post(URL, status=502, body="<html><body>Bad gateway</body></html>",

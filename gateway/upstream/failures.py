@@ -23,6 +23,13 @@ _TYPE_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
                 "billing_error": 402}
 
 
+#: A plan's usage window, as Command Code words it: "You've reached your 5-hour usage limit.
+#: Resets in 2m." (the CLI route also sends it structured, in ``rateLimit``)
+_WINDOW = re.compile(r"\busage limit\b", re.I)
+_RESETS_IN = re.compile(r"\bresets in (\d+)\s*([smhd])", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _retry_after(rate_limit) -> int | None:
     if not isinstance(rate_limit, dict):
         return None
@@ -97,6 +104,11 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
     if status == 429:
         retry_after = _retry_after(rate_limit)
         window = rate_limit.get("window") if isinstance(rate_limit, dict) else None
+        if window is None and _WINDOW.search(message):     # the Provider API says it in words
+            window = "usage window"
+            resets = _RESETS_IN.search(message)
+            if retry_after is None and resets:
+                retry_after = int(resets.group(1)) * _UNIT_SECONDS[resets.group(2).lower()]
         return errors.RateLimited(text, retry_after=retry_after,
                                   code="usage_limit_reached" if window else "rate_limit_exceeded")
     if status == 403:

@@ -1,0 +1,101 @@
+"""Conversation state: stored Responses, shared by every worker, in SQLite beside the usage file.
+
+Clients that chain answers (``previous_response_id``, ``GET /v1/responses/{id}``) may reach any
+gunicorn worker, so the store cannot live in one process's memory.  SQLite in WAL mode is in the
+standard library, needs no server, lets readers proceed while one writer writes, and survives a
+restart; a later backend (Redis, for several instances) only has to offer the same four methods.
+
+What is stored per response is what continuing it needs: the response object as the client got
+it (its ``output`` with our ``encrypted_content`` reasoning, so a continued tool turn keeps the
+model's reasoning) and the whole input that led to it (earlier turns of the chain included), so a
+continuation never walks the chain.  Rows expire after ``responses_ttl_days``; when the file
+grows past ``responses_max_mb`` the oldest rows go first.  The file is created mode 0600.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+log = logging.getLogger("gateway.conversations")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
+CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+"""
+_PRUNE_EVERY = 200          # writes between two expiry sweeps (per worker)
+
+
+class ConversationStore:
+    """Stored responses by id: ``put``, ``get``, ``delete``; each call is one short transaction.
+
+    One SQLite connection per thread (SQLite connections must not cross threads), opened on first
+    use in the worker that uses it, never inherited through a fork.
+    """
+
+    def __init__(self, path: str, ttl_days: float = 30, max_mb: float = 512):
+        self.path = os.path.abspath(path)
+        self.ttl = ttl_days * 86400
+        self.max_bytes = int(max_mb * 1024 * 1024)
+        self._local = threading.local()
+        self._writes = 0
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            if not os.path.exists(self.path):
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")     # WAL: durable at checkpoints, never torn
+            db.executescript(_SCHEMA)
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
+        """Store ``response`` (keyed by its ``id``) with the full input that produced it;
+        ``own_from``: where the request's own items start (before it: the chain it continued)."""
+        now = time.time()
+        data = json.dumps({"response": response, "input": input_items, "own_from": own_from},
+                          ensure_ascii=False, separators=(",", ":"))
+        db = self._db()
+        db.execute("INSERT OR REPLACE INTO responses (id, created, expires, data) VALUES (?,?,?,?)",
+                   (response["id"], now, now + self.ttl, data))
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 1:
+            self.prune(now)
+
+    def get(self, response_id: str) -> dict | None:
+        """``{"response": ..., "input": [...]}``, or None when unknown or expired."""
+        row = self._db().execute("SELECT data FROM responses WHERE id = ? AND expires > ?",
+                                 (response_id, time.time())).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete(self, response_id: str) -> bool:
+        cur = self._db().execute("DELETE FROM responses WHERE id = ? AND expires > ?",
+                                 (response_id, time.time()))
+        return cur.rowcount > 0
+
+    def prune(self, now: float | None = None) -> None:
+        """Drop expired rows; past the size cap, the oldest tenth of the rest as well."""
+        db = self._db()
+        db.execute("DELETE FROM responses WHERE expires <= ?", (now or time.time(),))
+        pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        if (pages - free) * size > self.max_bytes:      # freed pages are reused, not counted
+            count = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            db.execute("DELETE FROM responses WHERE id IN (SELECT id FROM responses "
+                       "ORDER BY created LIMIT ?)", (max(1, count // 10),))
+            log.warning("the response store %s is over responses_max_mb: dropped the oldest "
+                        "%d responses", self.path, max(1, count // 10))
