@@ -1,4 +1,5 @@
-"""Conversation state: stored Responses, shared by every worker, in SQLite beside the usage file.
+"""Conversation state: stored Responses and Anthropic message threads, shared by every worker,
+in SQLite beside the usage file.
 
 Clients that chain answers (``previous_response_id``, ``GET /v1/responses/{id}``) may reach any
 gunicorn worker, so the store cannot live in one process's memory.  SQLite in WAL mode is in the
@@ -8,7 +9,9 @@ restart; a later backend (Redis, for several instances) only has to offer the sa
 What is stored per response is what continuing it needs: the response object as the client got
 it (its ``output`` with our ``encrypted_content`` reasoning, so a continued tool turn keeps the
 model's reasoning) and the whole input that led to it (earlier turns of the chain included), so a
-continuation never walks the chain.  Rows expire after ``responses_ttl_days``; when the file
+continuation never walks the chain.  A thread (the Anthropic SDKs' tool runners: ``thread: {type: "continue",
+previous_message_id}`` with only the new turn) is stored the same way: under each reply's id,
+the whole conversation up to and including that reply.  Rows expire after ``responses_ttl_days``; when the file
 grows past ``responses_max_mb`` the oldest rows go first.  The file is created mode 0600.
 """
 from __future__ import annotations
@@ -31,6 +34,13 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+CREATE TABLE IF NOT EXISTS threads (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS threads_expires ON threads (expires);
 """
 _PRUNE_EVERY = 200          # writes between two expiry sweeps (per worker)
 
@@ -66,20 +76,33 @@ class ConversationStore:
     def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
         """Store ``response`` (keyed by its ``id``) with the full input that produced it;
         ``own_from``: where the request's own items start (before it: the chain it continued)."""
+        self._put("responses", response["id"],
+                  {"response": response, "input": input_items, "own_from": own_from})
+
+    def get(self, response_id: str) -> dict | None:
+        """``{"response": ..., "input": [...], "own_from": n}``, or None when unknown or expired."""
+        return self._get("responses", response_id)
+
+    def put_thread(self, message_id: str, entry: dict) -> None:
+        """An Anthropic message thread as it stands after the message ``message_id``:
+        ``{"messages": [...], "system": ..., "tools": ...}``, the reply included."""
+        self._put("threads", message_id, entry)
+
+    def get_thread(self, message_id: str) -> dict | None:
+        return self._get("threads", message_id)
+
+    def _put(self, table: str, key: str, value: dict) -> None:
         now = time.time()
-        data = json.dumps({"response": response, "input": input_items, "own_from": own_from},
-                          ensure_ascii=False, separators=(",", ":"))
-        db = self._db()
-        db.execute("INSERT OR REPLACE INTO responses (id, created, expires, data) VALUES (?,?,?,?)",
-                   (response["id"], now, now + self.ttl, data))
+        data = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        self._db().execute(f"INSERT OR REPLACE INTO {table} (id, created, expires, data) "
+                           "VALUES (?,?,?,?)", (key, now, now + self.ttl, data))
         self._writes += 1
         if self._writes % _PRUNE_EVERY == 1:
             self.prune(now)
 
-    def get(self, response_id: str) -> dict | None:
-        """``{"response": ..., "input": [...]}``, or None when unknown or expired."""
-        row = self._db().execute("SELECT data FROM responses WHERE id = ? AND expires > ?",
-                                 (response_id, time.time())).fetchone()
+    def _get(self, table: str, key: str) -> dict | None:
+        row = self._db().execute(f"SELECT data FROM {table} WHERE id = ? AND expires > ?",
+                                 (key, time.time())).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete(self, response_id: str) -> bool:
@@ -90,12 +113,14 @@ class ConversationStore:
     def prune(self, now: float | None = None) -> None:
         """Drop expired rows; past the size cap, the oldest tenth of the rest as well."""
         db = self._db()
-        db.execute("DELETE FROM responses WHERE expires <= ?", (now or time.time(),))
+        for table in ("responses", "threads"):
+            db.execute(f"DELETE FROM {table} WHERE expires <= ?", (now or time.time(),))
         pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
                              for p in ("page_count", "freelist_count", "page_size"))
         if (pages - free) * size > self.max_bytes:      # freed pages are reused, not counted
-            count = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-            db.execute("DELETE FROM responses WHERE id IN (SELECT id FROM responses "
-                       "ORDER BY created LIMIT ?)", (max(1, count // 10),))
-            log.warning("the response store %s is over responses_max_mb: dropped the oldest "
-                        "%d responses", self.path, max(1, count // 10))
+            for table in ("responses", "threads"):
+                count = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                db.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+                           "ORDER BY created LIMIT ?)", (max(1, count // 10),))
+            log.warning("the conversation store %s is over responses_max_mb: dropped the oldest "
+                        "tenth of its responses and threads", self.path)

@@ -23,12 +23,14 @@ class GatewayError(Exception):
     default_code: str | None = None
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
-                 retry_after: int | None = None, status: int | None = None):
+                 retry_after: int | None = None, status: int | None = None,
+                 details: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
         self.retry_after = retry_after
+        self.details = details      # machine-readable extras a client acts on (Anthropic threads)
         if status is not None:
             self.status = status
 
@@ -144,7 +146,10 @@ def envelope(err: GatewayError, flavor: str = OPENAI) -> dict:
     ``code: "server_is_overloaded"``, which Codex backs off from.
     """
     if flavor == ANTHROPIC:
-        return {"type": "error", "error": {"type": err.anthropic_type, "message": err.message}}
+        body = {"type": err.anthropic_type, "message": err.message}
+        if err.details:
+            body["details"] = err.details
+        return {"type": "error", "error": body}
     body = {"message": err.message, "type": err.openai_type, "code": err.code, "param": err.param}
     if flavor == RESPONSES:
         if err.code == "usage_limit_reached":

@@ -21,7 +21,7 @@ from anthropic.types import (ErrorResponse, Message, RawContentBlockDeltaEvent,
                              RawMessageStreamEvent)
 from pydantic import TypeAdapter
 
-from tests.conftest import LOCAL_KEY
+from tests.conftest import LOCAL_KEY, gateway_config
 from tests.fake_upstream import UNICODE_TEXT, USAGE
 
 FLASH = "deepseek/deepseek-v4-flash"
@@ -796,3 +796,88 @@ def test_sdk_skips_pings_and_gets_the_final_message(claude, fake):
                                                             messages=user("[[silence:1.2]]")))
     assert final.content[0].text == "Hello world" and final.stop_reason == "end_turn"
     assert usage_of(final.usage) == expected_usage("silence")
+
+
+# ---- message threads (the SDK tool runners' default) ---------------------------------------------
+
+def _tool_runner_run(client, fake, model=FLASH):
+    """The SDK's default tool runner over two turns; returns the final message and what the SDK
+    itself sent (thread and messages of each call)."""
+    from anthropic import beta_tool
+
+    sent = []
+    create = client.beta.messages.create
+
+    def recording(**kw):
+        sent.append({"thread": kw.get("thread"), "messages": kw.get("messages"),
+                     "tools": kw.get("tools") is not None})
+        return create(**kw)
+    client.beta.messages.create = recording
+
+    @beta_tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: The city name.
+        """
+        return f"Sunny, 21C in {city}"
+
+    runner = client.beta.messages.tool_runner(
+        model=model, max_tokens=1024, tools=[get_weather], system="Be brief.",
+        messages=user('[[call:get_weather={"city": "Paris"}]] What is the weather in Paris?'))
+    return runner.until_done(), sent
+
+
+@pytest.mark.parametrize("route", ["gateway", "provider_gateway"])
+def test_the_sdk_tool_runner_continues_its_thread(request, route, fake):
+    """Turn two sends only the tool result (``thread: continue``); the gateway puts the stored
+    conversation, system prompt and tools back in front, on whichever worker it lands."""
+    from tests.fake_upstream import CALL_ANSWER_PREFIX, tool_results_after_last_call
+    server = request.getfixturevalue(route)
+    client = anthropic.Anthropic(base_url=server.url, api_key=LOCAL_KEY, max_retries=0, timeout=30)
+    model = FLASH if route == "gateway" else "claude-sonnet-5"
+    final, sent = _tool_runner_run(client, fake, model)
+    assert final.content[0].text == CALL_ANSWER_PREFIX + "Sunny, 21C in Paris"
+    assert [s["thread"]["type"] for s in sent] == ["create", "continue"]
+    assert len(sent[1]["messages"]) == 1 and sent[1]["tools"] is False    # only the new turn
+    calls = [r for r in fake.requests if r["method"] == "POST"]
+    assert len(calls) == 2
+    wire = "generate" if route == "gateway" else "messages"
+    assert tool_results_after_last_call(calls[1]["body"], wire) == ["Sunny, 21C in Paris"]
+    second = json.dumps(calls[1]["body"])
+    assert "get_weather" in second and "Be brief." in second and "What is the weather" in second
+
+
+def test_an_unknown_thread_is_thread_not_found_and_storage_off_is_unsupported(gateway, fake, tmp_path):
+    r = post_raw(gateway, {"model": FLASH, "max_tokens": 64, "messages": user("hi"),
+                           "thread": {"type": "continue", "previous_message_id": "msg_nope"}})
+    assert r.status_code == 404
+    assert r.json()["error"]["details"] == {"error_code": "thread_not_found"}
+    r = post_raw(gateway, {"model": FLASH, "max_tokens": 64, "messages": user("hi"),
+                           "thread": {"type": "fork"}})
+    assert r.status_code == 400 and r.json()["error"]["details"]["error_code"] == "thread_unsupported_request"
+    assert fake.requests == []
+    from gateway import create_app
+    c = create_app(gateway_config(fake.url, tmp_path, store_responses=False)).test_client()
+    r = c.post("/v1/messages", headers={"x-api-key": LOCAL_KEY},
+               json={"model": FLASH, "max_tokens": 64, "messages": user("hi"), "thread": {"type": "create"}})
+    assert r.status_code == 400
+    assert r.json["error"]["details"] == {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
+    assert fake.requests == []
+
+
+def test_the_tool_runner_carries_on_without_threads_when_they_are_off(fake, tmp_path_factory, fake_server):
+    """Storage off: the first call is refused before anything goes upstream and the SDK
+    re-sends it, and every later turn, with the whole history."""
+    from tests.conftest import start_gateway
+    from tests.fake_upstream import CALL_ANSWER_PREFIX
+    server = start_gateway(fake_server, tmp_path_factory, "no-threads", store_responses=False)
+    try:
+        client = anthropic.Anthropic(base_url=server.url, api_key=LOCAL_KEY, max_retries=0, timeout=30)
+        final, sent = _tool_runner_run(client, fake)
+        assert final.content[0].text == CALL_ANSWER_PREFIX + "Sunny, 21C in Paris"
+        assert [s["thread"] for s in sent][0] == {"type": "create"}
+        assert len([r for r in fake.requests if r["method"] == "POST"]) == 2
+    finally:
+        server.stop()

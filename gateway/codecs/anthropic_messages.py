@@ -378,8 +378,11 @@ class EventEncoder:
     positions in the final ``content`` array, as the SDK's accumulator expects.
     """
 
-    def __init__(self, model: str, message_id: str | None = None):
+    def __init__(self, model: str, message_id: str | None = None, on_done=None):
         self.id = message_id or new_id()
+        self._model = model
+        self._on_done = on_done             # called with the whole message before message_stop
+        self._events: list | None = [] if on_done else None
         self._start = _sse("message_start", {"type": "message_start", "message": {
             "id": self.id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None,
@@ -418,6 +421,8 @@ class EventEncoder:
 
     def event(self, ev) -> bytes:
         out = self._begin()
+        if self._events is not None:
+            self._events.append(ev)
         if type(ev) is TextDelta:
             out += self._delta("text", {"type": "text", "text": ""},
                                {"type": "text_delta", "text": ev.text})
@@ -440,6 +445,8 @@ class EventEncoder:
             self._open = "tool_use"
             out += self._close()
         elif type(ev) is Finish:
+            if self._on_done is not None:
+                self._on_done(message(self._events, self._model, self.id))
             out += self._close()
             out += _sse("message_delta", {"type": "message_delta",
                                           "delta": {"stop_reason": stop_reason(ev, self._saw_tool),
@@ -455,7 +462,7 @@ class EventEncoder:
         return (self._begin() + _sse("error", errors.envelope(err, errors.ANTHROPIC))).encode()
 
 
-def message(events, model: str) -> dict:
+def message(events, model: str, message_id: str | None = None) -> dict:
     """The whole ``message`` object from a finished stream of canonical events."""
     content: list[dict] = []
     finish = None
@@ -479,6 +486,6 @@ def message(events, model: str) -> dict:
         elif type(ev) is Finish:
             finish = ev
     finish = finish or Finish("stop", Usage())
-    return {"id": new_id(), "type": "message", "role": "assistant", "model": model,
+    return {"id": message_id or new_id(), "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason(finish, saw_tool),
             "stop_sequence": None, "usage": usage_object(finish.usage)}

@@ -5,12 +5,70 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import chat, tokens
+from .. import chat, errors, tokens
 from ..codecs import anthropic_messages
 from ..normalize import normalize
 from .common import json_body
 
 bp = Blueprint("anthropic", __name__)
+
+_UNSUPPORTED = {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
+
+
+def _threaded(gw, body):
+    """``(body, thread)``: a request carrying ``thread`` (beta ``message-threads-2026-08-12``,
+    the SDKs' tool runners) continued from the store, and the conversation to store after it.
+
+    ``{type: "create"}`` starts a thread; ``{type: "continue", previous_message_id}`` sends
+    only the new turn, and the stored conversation up to that message (with its system prompt
+    and tools, which the SDK leaves out) goes in front.  An id the store does not hold is 404
+    ``thread_not_found`` (the SDKs then replay the whole history in a new thread); with storage
+    off, any ``thread`` is 400 ``thread_unsupported_request`` before anything is sent upstream
+    (the SDKs then carry on without threads).  ``error.details.error_code`` is what they read.
+    """
+    thread = body.get("thread") if isinstance(body, dict) else None
+    if thread is None:
+        return body, None
+    if gw.conversations is None:
+        raise errors.InvalidRequest("this gateway keeps no message threads (store_responses: "
+                                    "false): send the whole conversation without 'thread'",
+                                    param="thread", details=_UNSUPPORTED)
+    kind = thread.get("type") if isinstance(thread, dict) else None
+    if kind == "create":
+        base = {"messages": []}
+    elif kind == "continue":
+        pid = thread.get("previous_message_id")
+        base = gw.conversations.get_thread(pid) if isinstance(pid, str) and pid else None
+        if base is None:
+            raise errors.NotFound(f"No stored thread ends at message '{pid}' (unknown or "
+                                  "expired): start a new thread with the whole conversation",
+                                  param="thread.previous_message_id", code="thread_not_found",
+                                  details={"error_code": "thread_not_found"})
+    else:
+        raise errors.InvalidRequest("'thread.type' must be \"create\" or \"continue\"",
+                                    param="thread.type", details=_UNSUPPORTED)
+    merged = {k: v for k, v in body.items() if k != "thread"}
+    new = body.get("messages")
+    merged["messages"] = base["messages"] + (new if isinstance(new, list) else [])
+    for key in ("system", "tools"):
+        if key not in body and base.get(key) is not None:
+            merged[key] = base[key]
+    return merged, {k: merged.get(k) for k in ("messages", "system", "tools")}
+
+
+def _saver(gw, thread):
+    """Stores the thread under the reply's id once the reply is complete (None: no thread)."""
+    if thread is None:
+        return None
+
+    def save(reply: dict) -> None:
+        entry = {**thread, "messages": thread["messages"] + [
+            {"role": "assistant", "content": reply["content"]}]}
+        try:
+            gw.conversations.put_thread(reply["id"], entry)
+        except Exception:       # the answer still goes out; continuing it gets thread_not_found
+            current_app.logger.exception("could not store thread message %s", reply["id"])
+    return save
 
 
 @bp.post("/v1/messages")
@@ -21,12 +79,17 @@ def messages():
     client asked for, even when ``model_map`` sent another one upstream.
     """
     gw = current_app.extensions["gateway"]
-    req = anthropic_messages.decode(json_body(), gw.catalog, gw.images)
+    body, thread = _threaded(gw, json_body())
+    req = anthropic_messages.decode(body, gw.catalog, gw.images)
+    save = _saver(gw, thread)
     if req.stream:
-        encoder = anthropic_messages.EventEncoder(req.requested_model)
+        encoder = anthropic_messages.EventEncoder(req.requested_model, on_done=save)
         return chat.stream_response(gw, req, encoder, request.environ)
     events = chat.collect(gw, req, request.environ)
-    return jsonify(anthropic_messages.message(events, req.requested_model))
+    reply = anthropic_messages.message(events, req.requested_model)
+    if save is not None:
+        save(reply)
+    return jsonify(reply)
 
 
 @bp.post("/v1/messages/count_tokens")
