@@ -87,6 +87,13 @@ CHAT_BODY = {"model": MODEL, "stream": True,
                           {"role": "user", "content": f"[[{SCENARIO}]] Say hello."}]}
 DIRECT_MARK = b"text-delta"         # first NDJSON line of the answer's text
 GATEWAY_MARK = b'"content"'         # first chat.completion.chunk carrying text
+#: --surface: the gateway endpoint, its body, the mark of its first text and of its end
+SURFACES = {
+    "chat": ("/v1/chat/completions", CHAT_BODY, GATEWAY_MARK, b"[DONE]"),
+    "responses": ("/v1/responses", {"model": MODEL, "stream": True, "store": False,
+                                    "input": CHAT_BODY["messages"][0]["content"]},
+                  b"response.output_text.delta", b"response.completed"),
+}
 MAX_ERRORS = 20                     # per client thread; more and the run stops early
 
 
@@ -341,6 +348,9 @@ def parse_args(argv=None):
                     help="run the fake upstream in its own process (default) or in a thread here")
     ap.add_argument("--route", choices=("cli", "provider"), default="cli",
                     help="upstream route: the CLI's NDJSON (default) or the Provider API's SSE")
+    ap.add_argument("--surface", choices=tuple(SURFACES), default="chat",
+                    help="gateway endpoint: /v1/chat/completions (default) or /v1/responses "
+                         "(first chunk: the first response.output_text.delta event)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     return ap.parse_args(argv)
 
@@ -384,7 +394,8 @@ def main(argv=None) -> int:
             time.sleep(0.1)
         cfg = config_mod.validate(cfg_dict)
         up_body, up_headers = direct_request(cfg)
-        gw_body = json.dumps(CHAT_BODY).encode()
+        gw_path, gw_json, gw_mark, gw_end = SURFACES[args.surface]
+        gw_body = json.dumps(gw_json).encode()
         gw_headers = {"Authorization": f"Bearer {LOCAL_KEY}", "Content-Type": "application/json"}
         assert cfg["commandcode"]["api_key"] == (PRO_KEY if args.route == "provider" else UPSTREAM_KEY)
         direct_path, direct_mark, direct_end = (
@@ -396,7 +407,7 @@ def main(argv=None) -> int:
         for _ in range(4 * args.workers):
             with requests.Session() as s:
                 s.trust_env = False
-                s.post(server.url + "/v1/chat/completions", data=gw_body,
+                s.post(server.url + gw_path, data=gw_body,
                        headers={**gw_headers, "Connection": "close"}, timeout=30).content
         rss_boot = worker_rss(server.proc.pid)
 
@@ -404,8 +415,8 @@ def main(argv=None) -> int:
             clients.append((
                 Side("direct", fake.url + direct_path, up_body, up_headers, direct_mark,
                      direct_end, reader, args.chunk_size),
-                Side("gateway", server.url + "/v1/chat/completions", gw_body, gw_headers,
-                     GATEWAY_MARK, b"[DONE]", reader, args.chunk_size)))
+                Side("gateway", server.url + gw_path, gw_body, gw_headers,
+                     gw_mark, gw_end, reader, args.chunk_size)))
         per = [args.requests // k + (1 if i < args.requests % k else 0) for i in range(k)]
         rss: dict = {}
         # all clients warmed up: snapshot the workers' memory, then measure
@@ -429,7 +440,8 @@ def main(argv=None) -> int:
         g_total = [x for _, g in clients for x in g.total]
         errs = [e for d, g in clients for e in d.errors + g.errors]
         result = {
-            "bench": "first_chunk", "route": args.route, "scenario": SCENARIO,
+            "bench": "first_chunk", "route": args.route, "surface": args.surface,
+            "scenario": SCENARIO,
             "requests": args.requests,
             "concurrency": k, "workers": args.workers,
             "threads_per_worker": int(os.environ.get("GATEWAY_THREADS", "16")),

@@ -571,3 +571,21 @@ def test_responses_count_in_usage(gateway, fake):
     after = requests.get(gateway.url + "/usage", headers=auth, timeout=5).json()["models"][model]
     assert after["total_requests"] - before.get("total_requests", 0) == 2
     assert after["prompt_tokens"] - before.get("prompt_tokens", 0) == USAGE["text"]["input"] + USAGE["cache"]["input"]
+
+
+def test_retrieve_shows_encrypted_reasoning_only_when_included(gateway, fake):
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=LOCAL_KEY, max_retries=0)
+    r = c.responses.create(model=FLASH, input="[[reasoning]] 2+2?")
+    assert r.output[0].type == "reasoning" and r.output[0].encrypted_content is None
+    assert c.responses.retrieve(r.id).output[0].encrypted_content is None
+    shown = c.responses.retrieve(r.id, include=["reasoning.encrypted_content"]).output[0]
+    assert codec.decode_reasoning(shown.encrypted_content) == ("Let me think.", "")
+
+
+def test_tool_choice_none_sends_no_tools_and_json_object_is_an_instruction(gateway, fake):
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=LOCAL_KEY, max_retries=0)
+    c.responses.create(model=FLASH, input="hi", tools=[WEATHER], tool_choice="none",
+                       text={"format": {"type": "json_object"}}, user="u-1", store=False)
+    params = fake.requests[-1]["body"]["params"]
+    assert not params.get("tools")
+    assert "one JSON object only" in json.dumps(params["system"])
