@@ -67,6 +67,7 @@ class Gateway:
         self._include = tuple(p.lower() for p in cfg["include_models"] if p)
 
     def _set_catalog(self, catalog: Catalog) -> None:
+        self.codex_models = {m.id: m.as_codex(i) for i, m in enumerate(catalog.models)}
         self.models_payload = [(m, m.as_openai()) for m in catalog.models]
         self.catalog = catalog          # one assignment: readers see the old or the new one
 

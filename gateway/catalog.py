@@ -36,11 +36,83 @@ class Model:
                 "vision": self.vision, "reasoning_efforts": list(self.efforts),
                 "min_plan": self.min_plan}
 
+    def as_codex(self, priority: int) -> dict:
+        """The model as Codex CLI's ``ModelInfo`` (the ``models`` list of ``/v1/models``).
+
+        Codex reads its model metadata from that list; for a slug it does not find there it
+        uses fallback metadata with no context window and no reasoning levels, so it would
+        never send a reasoning effort nor know when to compact.  Field names and enum values
+        follow ``ModelInfo`` in ``codex-rs/protocol/src/openai_models.rs``: every field that
+        struct requires in any release we read is here (``supports_reasoning_summaries`` only
+        older ones require; newer ones ignore it), and the optional ones a gateway can fill
+        truthfully.  One value Codex cannot parse drops the whole list, so
+        ``tests/test_catalog.py`` runs Codex's own deserializer on it.  ``priority`` orders
+        Codex's picker (the catalog's order).
+        """
+        levels = codex_reasoning_levels(self.efforts)
+        default = clamp_effort(self, "medium")
+        return {
+            "slug": self.id, "display_name": self.id,
+            "description": _codex_description(self),
+            "default_reasoning_level": default,
+            "supported_reasoning_levels": levels,
+            "shell_type": "shell_command", "visibility": "list", "supported_in_api": True,
+            "priority": priority, "additional_speed_tiers": [], "availability_nux": None,
+            "upgrade": None, "base_instructions": CODEX_BASE_INSTRUCTIONS,
+            "supports_reasoning_summaries": bool(levels),
+            "default_reasoning_summary": "auto" if levels else "none",
+            "support_verbosity": False, "default_verbosity": None,
+            "apply_patch_tool_type": "freeform", "web_search_tool_type": "text",
+            "truncation_policy": {"mode": "tokens", "limit": 10000},
+            "supports_parallel_tool_calls": True, "supports_image_detail_original": False,
+            "context_window": self.context, "max_context_window": self.context,
+            "effective_context_window_percent": 95, "experimental_supported_tools": [],
+            # vision None (a model only the Provider API's list knows) is not advertised: Codex
+            # would offer image input that the model may refuse
+            "input_modalities": ["text", "image"] if self.vision else ["text"],
+            "supports_search_tool": False,
+        }
+
     @property
     def owner(self) -> str:
         if "/" in self.id:
             return self.id.split("/", 1)[0]
         return "anthropic" if self.id.startswith("claude") else "openai" if self.id.startswith("gpt") else "commandcode"
+
+
+#: Codex puts ``base_instructions`` in every request's ``instructions``: kept neutral and short,
+#: because the model's own habits (and the user's AGENTS.md) should decide, and every token of it
+#: is billed on every turn.
+CODEX_BASE_INSTRUCTIONS = ("You are a coding agent working in the user's workspace through the "
+                           "tools you are given. Be concise, make careful changes, and say what "
+                           "you did.")
+
+# Codex's ``ReasoningEffort`` takes every effort the catalog uses, ``max`` included (0.171's own
+# bundled catalog lists ``max``; Codex releases from before ``max`` existed reject the whole list
+# and fall back to their default metadata, as they would without it).
+_CODEX_EFFORT_TEXT = {
+    "low": "Fast answers with light reasoning",
+    "medium": "Balanced speed and reasoning depth",
+    "high": "Deeper reasoning for complex problems",
+    "xhigh": "Extra-deep reasoning for the hardest problems",
+    "max": "The model's maximum reasoning effort",
+}
+
+
+def codex_reasoning_levels(efforts: tuple[str, ...]) -> list[dict]:
+    """Codex's ``supported_reasoning_levels`` for a model's efforts, lowest first (none for a
+    model that chooses its own: Codex then sends no effort, which is what such a model needs)."""
+    return [{"effort": e, "description": _CODEX_EFFORT_TEXT[e]}
+            for e in EFFORT_ORDER if e in efforts]
+
+
+def _codex_description(model: "Model") -> str:
+    parts = [f"{model.id} through Command Code", f"{model.context:,}-token context"]
+    if model.efforts:
+        parts.append("reasoning " + "/".join(model.efforts))
+    if model.vision:
+        parts.append("images")
+    return "; ".join(parts)
 
 
 def _short(model_id: str) -> str:

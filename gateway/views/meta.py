@@ -8,8 +8,10 @@ from .. import __version__, errors, plans
 bp = Blueprint("meta", __name__)
 
 #: What ``GET /`` lists: every endpoint, so a person or a probing client sees what is served.
-ENDPOINTS = ["POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/{id}",
-             "POST /v1/messages", "POST /v1/messages/count_tokens", "GET /health", "GET /usage"]
+ENDPOINTS = ["POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
+             "GET /v1/models/{id}", "POST /v1/responses", "GET /v1/responses/{id}",
+             "DELETE /v1/responses/{id}", "GET /v1/responses/{id}/input_items", "POST /v1/messages", "POST /v1/messages/count_tokens",
+             "GET /health", "GET /usage"]
 
 
 @bp.route("/", methods=["GET", "HEAD"])
