@@ -71,7 +71,9 @@ def _check_tools(req: ChatRequest) -> None:
         names.add(tool.name)
 
 
-def _merge_same_role(messages: list[Message]) -> list[Message]:
+def merge_same_role(messages: list[Message]) -> list[Message]:
+    """Consecutive messages of one role as one (two user turns in a row, or a turn a codec
+    received as several items)."""
     out: list[Message] = []
     for msg in messages:
         if out and out[-1].role == msg.role:
@@ -97,7 +99,7 @@ def normalize(req: ChatRequest, *, sendable: bool = True) -> ChatRequest:
         parts = [p for p in msg.parts if _keep(p)]
         if parts:
             messages.append(Message(msg.role, parts))
-    messages = _merge_same_role(_pair_tool_calls(messages))
+    messages = merge_same_role(_pair_tool_calls(messages))
     _check_tools(req)
     req.messages = messages
     if not sendable:

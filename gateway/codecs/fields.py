@@ -5,6 +5,8 @@ Each failure is an InvalidRequest (400) naming the field by its path, e.g.
 """
 from __future__ import annotations
 
+import json
+
 from .. import errors
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
@@ -51,6 +53,35 @@ def positive_int(value, name: str):
     if value is not None and value < 1:
         raise errors.InvalidRequest(f"'{name}' must be at least 1", param=name)
     return value
+
+
+def content_parts(content, path: str):
+    """``(path, part)`` for each part of an array of content parts, each checked to be an
+    object; a content that is not an array is a 400 (a string content is the caller's case)."""
+    if not isinstance(content, list):
+        raise errors.InvalidRequest(f"'{path}' must be a string or an array of content parts",
+                                    param=path)
+    for i, part in enumerate(content):
+        p = f"{path}[{i}]"
+        if not isinstance(part, dict):
+            raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
+        yield p, part
+
+
+def json_arguments(raw, path: str) -> dict:
+    """A tool call's arguments (a JSON string, or already an object) as the object upstream
+    requires; a model's broken or non-object JSON becomes ``{}`` rather than failing the turn."""
+    if isinstance(raw, dict):
+        return raw
+    if not raw:
+        return {}
+    if not isinstance(raw, str):
+        raise errors.InvalidRequest(f"'{path}' must be a JSON string", param=path)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def body_object(data) -> dict:

@@ -17,7 +17,7 @@ from ..canonical import (TOOL_CALLS, ChatRequest, Finish, Message, Reasoning, Re
                          SystemBlock, Text, TextDelta, Tool, ToolCall, ToolCallEvent, ToolResult,
                          Usage)
 from ..catalog import Catalog, clamp_effort, require
-from .fields import body_object, get, number_in, positive_int
+from .fields import body_object, content_parts, get, json_arguments, number_in, positive_int
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -30,14 +30,8 @@ def _text_of(content, path: str, allow_images: bool = False, images=None) -> tup
     """Text (and, where allowed, images) of a string or an array of content parts."""
     if isinstance(content, str):
         return content, []
-    if not isinstance(content, list):
-        raise errors.InvalidRequest(f"'{path}' must be a string or an array of content parts",
-                                    param=path)
     texts, imgs = [], []
-    for i, part in enumerate(content):
-        p = f"{path}[{i}]"
-        if not isinstance(part, dict):
-            raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
+    for p, part in content_parts(content, path):
         kind = part.get("type")
         if kind in ("text", "refusal"):
             texts.append(get(part, kind, str, p, required=True))
@@ -59,14 +53,8 @@ def _image(part: dict, path: str, images):
 def _user_parts(content, path: str, images) -> list:
     if isinstance(content, str):
         return [Text(content)]
-    if not isinstance(content, list):
-        raise errors.InvalidRequest(f"'{path}' must be a string or an array of content parts",
-                                    param=path)
     parts = []
-    for i, part in enumerate(content):
-        p = f"{path}[{i}]"
-        if not isinstance(part, dict):
-            raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
+    for p, part in content_parts(content, path):
         kind = part.get("type")
         if kind == "text":
             parts.append(Text(get(part, "text", str, p, required=True)))
@@ -83,19 +71,7 @@ def _user_parts(content, path: str, images) -> list:
 
 def _arguments(call: dict, path: str) -> dict:
     fn = get(call, "function", dict, path, required=True)
-    raw = fn.get("arguments")
-    if isinstance(raw, dict):
-        return raw
-    if not raw:
-        return {}
-    if not isinstance(raw, str):
-        raise errors.InvalidRequest(f"'{path}.function.arguments' must be a JSON string",
-                                    param=f"{path}.function.arguments")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}       # upstream wants an object; a model's broken JSON must not fail the turn
-    return value if isinstance(value, dict) else {}
+    return json_arguments(fn.get("arguments"), f"{path}.function.arguments")
 
 
 def _message(msg, i: int, images, system: list, out: list) -> None:
@@ -152,16 +128,17 @@ def _tools(body: dict) -> list[Tool]:
     return tools
 
 
-def _tool_choice(body: dict) -> str:
+def tool_choice(body: dict) -> str:
+    """OpenAI's ``tool_choice`` (Chat Completions and Responses alike) as the canonical one."""
     choice = body.get("tool_choice")
     if choice is None or choice == "auto":
         return "auto"
     if choice in ("none", "required"):
         return choice
     if isinstance(choice, dict):
-        return "required"       # a named function: best effort, upstream has no tool_choice
+        return "required"       # a named tool: best effort, upstream has no tool_choice
     raise errors.InvalidRequest("'tool_choice' must be \"none\", \"auto\", \"required\" or a "
-                                "function object", param="tool_choice")
+                                "tool object", param="tool_choice")
 
 
 def _effort(body: dict, model) -> str | None:
@@ -199,7 +176,7 @@ def decode(body, catalog: Catalog, images) -> ChatRequest:
     positive_int(max_tokens, "max_tokens")
     return ChatRequest(
         model=model, requested_model=body["model"], messages=messages, system=system,
-        tools=_tools(body), tool_choice=_tool_choice(body), max_tokens=max_tokens,
+        tools=_tools(body), tool_choice=tool_choice(body), max_tokens=max_tokens,
         temperature=number_in(get(body, "temperature", (int, float)), 0, 2, "temperature"),
         reasoning_effort=_effort(body, model), stream=bool(get(body, "stream", bool, default=False)))
 
@@ -216,6 +193,18 @@ def usage_object(u: Usage) -> dict:
 
 def new_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
+
+
+def stream_end(base: str, usage: Usage) -> bytes:
+    """After the finish chunk: the usage chunk (``choices: []``, ``base`` holding the fields
+    every chunk of the stream repeats) and ``[DONE]`` -- the same for chat and legacy streams."""
+    return ("data: " + base + '"choices":[],"usage":' + _dumps(usage_object(usage))
+            + "}\n\ndata: [DONE]\n\n").encode()
+
+
+def stream_error(err: errors.GatewayError) -> bytes:
+    """A failure after the stream started: an error chunk (the SDKs raise it), then [DONE]."""
+    return ("data: " + _dumps(errors.envelope(err, errors.OPENAI)) + "\n\ndata: [DONE]\n\n").encode()
 
 
 class ChunkEncoder:
@@ -255,20 +244,14 @@ class ChunkEncoder:
         if type(ev) is Finish:
             reason = TOOL_CALLS if self._tools and ev.reason == "stop" else ev.reason
             content = {} if self._role_sent else {"content": ""}
-            return (self._chunk(content, reason)
-                    + ("data: " + self._base + '"choices":[],"usage":'
-                       + _dumps(usage_object(ev.usage)) + "}\n\n").encode()
-                    + b"data: [DONE]\n\n")
+            return self._chunk(content, reason) + stream_end(self._base, ev.usage)
         return b""
 
     @staticmethod
     def heartbeat() -> bytes:
         return b": keep-alive\n\n"
 
-    @staticmethod
-    def error(err: errors.GatewayError) -> bytes:
-        """A failure after the stream started: an error chunk (the SDKs raise it), then [DONE]."""
-        return ("data: " + _dumps(errors.envelope(err, errors.OPENAI)) + "\n\ndata: [DONE]\n\n").encode()
+    error = staticmethod(stream_error)
 
 
 def completion(events, model: str) -> dict:

@@ -38,7 +38,9 @@ from ..canonical import (CONTENT_FILTER, LENGTH, ChatRequest, Finish, Message, R
                          ReasoningDelta, SystemBlock, Text, TextDelta, Tool, ToolCall,
                          ToolCallEvent, ToolResult, Usage)
 from ..catalog import Catalog, Model, clamp_effort, require
-from .fields import body_object, get, number_in, positive_int
+from ..normalize import merge_same_role
+from .fields import body_object, content_parts, get, json_arguments, number_in, positive_int
+from .openai_chat import tool_choice
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -146,18 +148,6 @@ def _tools(body: dict, model: Model) -> tuple[list[Tool], dict]:
     return unique, names
 
 
-def _tool_choice(body: dict) -> str:
-    choice = body.get("tool_choice")
-    if choice is None or choice == "auto":
-        return "auto"
-    if choice in ("none", "required"):
-        return choice
-    if isinstance(choice, dict):
-        return "none" if choice.get("type") == "none" else "required"  # best effort upstream
-    raise errors.InvalidRequest("'tool_choice' must be \"none\", \"auto\", \"required\" or a "
-                                "tool object", param="tool_choice")
-
-
 # ---- input items -------------------------------------------------------------------------------
 
 def encode_reasoning(text: str, signature: str = "") -> str:
@@ -180,14 +170,8 @@ def _parts_text(content, path: str, images, allow_images: bool) -> tuple[list, l
     """Text and image parts of a message's or an output's content (a string or a list)."""
     if isinstance(content, str):
         return [Text(content)], []
-    if not isinstance(content, list):
-        raise errors.InvalidRequest(f"'{path}' must be a string or an array of content parts",
-                                    param=path)
     texts, imgs = [], []
-    for i, part in enumerate(content):
-        p = f"{path}[{i}]"
-        if not isinstance(part, dict):
-            raise errors.InvalidRequest(f"'{p}' must be an object", param=p)
+    for p, part in content_parts(content, path):
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
             texts.append(Text(get(part, "text", str, p, default="")))
@@ -205,20 +189,6 @@ def _parts_text(content, path: str, images, allow_images: bool) -> tuple[list, l
                                         "(text and images only)", param=f"{p}.type")
         # anything else (annotations-only parts, future types): nothing the model can use
     return texts, imgs
-
-
-def _json_object(raw, path: str) -> dict:
-    if isinstance(raw, dict):
-        return raw
-    if not raw:
-        return {}
-    if not isinstance(raw, str):
-        raise errors.InvalidRequest(f"'{path}' must be a JSON string", param=path)
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}       # upstream wants an object; a model's broken JSON must not fail the turn
-    return value if isinstance(value, dict) else {}
 
 
 def _output_result(item: dict, path: str, images) -> ToolResult:
@@ -272,7 +242,7 @@ def _item(item, i: int, images, system: list, out: list) -> None:
         out.append(Message("assistant", [ToolCall(
             get(item, "call_id", str, path, required=True),
             _wire_name(namespace, get(item, "name", str, path, required=True)),
-            _json_object(item.get("arguments"), f"{path}.arguments"))]))
+            json_arguments(item.get("arguments"), f"{path}.arguments"))]))
     elif kind == "custom_tool_call":
         namespace = get(item, "namespace", str, path)
         out.append(Message("assistant", [ToolCall(
@@ -378,7 +348,7 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
         _item(item, i, images, system, messages)
     for i, item in enumerate(items):
         _item(item, i, images, system, messages)
-    messages = _merge_turns(messages)
+    messages = merge_same_role(messages)  # one turn per run of items: parallel calls stay one
     extra = _format_instruction(body)
     if extra:
         system.append(SystemBlock(extra))
@@ -388,7 +358,7 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
     store = get(body, "store", bool)
     req = ChatRequest(
         model=model, requested_model=asked, messages=messages, system=system, tools=tools,
-        tool_choice=_tool_choice(body), max_tokens=max_tokens,
+        tool_choice=tool_choice(body), max_tokens=max_tokens,
         temperature=number_in(get(body, "temperature", (int, float)), 0, 2, "temperature"),
         reasoning_effort=_effort(body, model), stream=bool(get(body, "stream", bool, default=False)))
     echo = {k: body.get(k, v) for k, v in _ECHO.items()}
@@ -402,18 +372,6 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
                 include_encrypted=INCLUDE_ENCRYPTED in include, store=echo["store"], echo=echo,
                 input_items=_with_ids(all_items), own_from=len(history))
     return req, turn
-
-
-def _merge_turns(messages: list[Message]) -> list[Message]:
-    """One message per turn: the Responses input lists each reasoning, call and output as its
-    own item, and parallel calls must stay one assistant turn answered by its results."""
-    out: list[Message] = []
-    for msg in messages:
-        if out and out[-1].role == msg.role:
-            out[-1].parts.extend(msg.parts)
-        else:
-            out.append(msg)
-    return out
 
 
 def _with_ids(items: list) -> list:
