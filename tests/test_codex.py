@@ -72,8 +72,13 @@ def codex_bin():
     return CODEX
 
 
-def codex_config(base_url: str, model: str = FLASH) -> str:
+def codex_config(base_url: str, model: str = FLASH, key_file: str | None = None) -> str:
+    """The README's provider block; with ``key_file``, the key comes from an ``auth`` command
+    (``cat`` of the gateway's key file) instead of ``env_key`` -- the form in which Codex also
+    reads the gateway's model list (context windows, reasoning levels)."""
     q = json.dumps                      # a JSON string is a valid TOML basic string
+    key = (f'\n[model_providers.ccgw.auth]\ncommand = "cat"\nargs = [{q(key_file)}]\n'
+           if key_file else f"env_key = {q(KEY_ENV)}\n")
     return f"""\
 model = {q(model)}
 model_provider = "ccgw"
@@ -96,12 +101,11 @@ persistence = "none"
 [model_providers.ccgw]
 name = "Command Code Gateway"
 base_url = {q(base_url)}
-env_key = {q(KEY_ENV)}
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
 stream_idle_timeout_ms = 15000
-"""
+{key}"""
 
 
 class CodexRun:
@@ -153,13 +157,18 @@ class CodexRun:
 class Codex:
     """Runs ``codex exec`` against one gateway and reads what the fake upstream received."""
 
-    def __init__(self, binary, server, fake, tmp_path, path, wire):
+    def __init__(self, binary, server, fake, tmp_path, path, wire, key_file: bool = False):
         self.binary, self.server, self.fake, self.path, self.wire = binary, server, fake, path, wire
         self.home, self.codex_home, self.work = (tmp_path / "home", tmp_path / "codex-home",
                                                  tmp_path / "work")
         for folder in (self.home, self.codex_home, self.work):
             folder.mkdir()
-        (self.codex_home / "config.toml").write_text(codex_config(server.url + "/v1"))
+        key_path = None
+        if key_file:
+            key_path = tmp_path / ".gateway_api_key"
+            key_path.write_text(LOCAL_KEY + "\n")
+        (self.codex_home / "config.toml").write_text(
+            codex_config(server.url + "/v1", key_file=str(key_path) if key_path else None))
 
     def run(self, prompt: str, *args: str, timeout: float = RUN_TIMEOUT) -> CodexRun:
         env = {k: v for k, v in os.environ.items()
@@ -229,3 +238,18 @@ def test_codex_runs_a_shell_command_and_sends_its_output_back(codex):
     assert output.rstrip().endswith("codex-tool-ok"), output
     u, a = USAGE["call"], USAGE["call_answer"]
     assert run.usage["output_tokens"] == u["output"] + a["output"], run.usage
+
+
+def test_with_the_key_from_a_command_codex_knows_each_models_efforts(request, codex_bin, fake, tmp_path):
+    """The README's second form: ``[model_providers.ccgw.auth]`` with ``cat`` of the key file.
+    Codex then reads ``/v1/models`` (its ``models`` list) and, knowing DeepSeek V4 Flash's
+    reasoning levels, asks for one; with ``env_key`` it falls back to default metadata."""
+    server_fixture, path, wire = ROUTES["cli"]
+    codex = Codex(codex_bin, request.getfixturevalue(server_fixture), fake, tmp_path, path, wire,
+                  key_file=True)
+    run = codex.run("Say hello")
+    assert run.returncode == 0 and run.final_message == "Hello world", run.explain()
+    notices = [i.get("message", "") for i in run.items("error")]
+    assert not any("metadata" in n.lower() for n in notices), notices
+    [call] = codex.calls()
+    assert call["body"]["params"].get("reasoning_effort") in ("high", "max")
