@@ -345,6 +345,8 @@ class Target:
         with self.client.responses.stream(**kw) as s:
             events = list(s)
             final = s.get_final_response()
+        for e in events:        # checked against the SDK's own types, strictly
+            EVENT_TYPES[e.type].model_validate(e.model_dump(mode="json", exclude_none=True, warnings=False))
         assert events[0].type == "response.created" and events[-1].type == "response.completed"
         assert [e.sequence_number for e in events] == list(range(len(events)))
         assert final.id == events[-1].response.id
