@@ -9,7 +9,8 @@ restart; a later backend (Redis, for several instances) only has to offer the sa
 What is stored per response is what continuing it needs: the response object as the client got
 it (its ``output`` with our ``encrypted_content`` reasoning, so a continued tool turn keeps the
 model's reasoning) and the whole input that led to it (earlier turns of the chain included), so a
-continuation never walks the chain.  A thread (the Anthropic SDKs' tool runners: ``thread: {type: "continue",
+continuation never walks the chain; and each of its own items by id, for clients that send
+``item_reference`` instead of an item they already got.  A thread (the Anthropic SDKs' tool runners: ``thread: {type: "continue",
 previous_message_id}`` with only the new turn) is stored the same way: under each reply's id,
 the whole conversation up to and including that reply.  Rows expire after ``responses_ttl_days``; when the file
 grows past ``responses_max_mb`` the oldest rows go first.  The file is created mode 0600.
@@ -34,6 +35,13 @@ CREATE TABLE IF NOT EXISTS responses (
 );
 CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_expires ON items (expires);
 CREATE TABLE IF NOT EXISTS threads (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -43,10 +51,17 @@ CREATE TABLE IF NOT EXISTS threads (
 CREATE INDEX IF NOT EXISTS threads_expires ON threads (expires);
 """
 _PRUNE_EVERY = 200          # writes between two expiry sweeps (per worker)
+_TABLES = ("responses", "items", "threads")
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class ConversationStore:
-    """Stored responses by id: ``put``, ``get``, ``delete``; each call is one short transaction.
+    """Stored responses (``put``, ``get``, ``delete``), their items (``get_item``, for
+    ``item_reference``) and threads (``put_thread``, ``get_thread``); each call is one short
+    transaction.
 
     One SQLite connection per thread (SQLite connections must not cross threads), opened on first
     use in the worker that uses it, never inherited through a fork.
@@ -76,8 +91,26 @@ class ConversationStore:
     def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
         """Store ``response`` (keyed by its ``id``) with the full input that produced it;
         ``own_from``: where the request's own items start (before it: the chain it continued)."""
-        self._put("responses", response["id"],
-                  {"response": response, "input": input_items, "own_from": own_from})
+        now = time.time()
+        own = [i for i in input_items[own_from:] + response["output"]
+               if isinstance(i, dict) and isinstance(i.get("id"), str)]
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._put("responses", response["id"],
+                      {"response": response, "input": input_items, "own_from": own_from}, now)
+            db.executemany("INSERT OR REPLACE INTO items (id, created, expires, data) "
+                           "VALUES (?,?,?,?)", [(i["id"], now, now + self.ttl, _dumps(i))
+                                                for i in own])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._count_write(now)
+
+    def get_item(self, item_id: str) -> dict | None:
+        """One stored input or output item by its id (what an ``item_reference`` names)."""
+        return self._get("items", item_id)
 
     def get(self, response_id: str) -> dict | None:
         """``{"response": ..., "input": [...], "own_from": n}``, or None when unknown or expired."""
@@ -86,16 +119,18 @@ class ConversationStore:
     def put_thread(self, message_id: str, entry: dict) -> None:
         """An Anthropic message thread as it stands after the message ``message_id``:
         ``{"messages": [...], "system": ..., "tools": ...}``, the reply included."""
-        self._put("threads", message_id, entry)
+        now = time.time()
+        self._put("threads", message_id, entry, now)
+        self._count_write(now)
 
     def get_thread(self, message_id: str) -> dict | None:
         return self._get("threads", message_id)
 
-    def _put(self, table: str, key: str, value: dict) -> None:
-        now = time.time()
-        data = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    def _put(self, table: str, key: str, value: dict, now: float) -> None:
         self._db().execute(f"INSERT OR REPLACE INTO {table} (id, created, expires, data) "
-                           "VALUES (?,?,?,?)", (key, now, now + self.ttl, data))
+                           "VALUES (?,?,?,?)", (key, now, now + self.ttl, _dumps(value)))
+
+    def _count_write(self, now: float) -> None:
         self._writes += 1
         if self._writes % _PRUNE_EVERY == 1:
             self.prune(now)
@@ -106,19 +141,32 @@ class ConversationStore:
         return json.loads(row[0]) if row else None
 
     def delete(self, response_id: str) -> bool:
-        cur = self._db().execute("DELETE FROM responses WHERE id = ? AND expires > ?",
-                                 (response_id, time.time()))
-        return cur.rowcount > 0
+        """Remove a stored response and the items only it stored (its input and output)."""
+        entry = self.get(response_id)
+        if entry is None:
+            return False
+        own = entry["input"][entry.get("own_from", 0):] + entry["response"]["output"]
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
+            db.executemany("DELETE FROM items WHERE id = ?",
+                           [(i["id"],) for i in own if isinstance(i, dict) and i.get("id")])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
 
     def prune(self, now: float | None = None) -> None:
         """Drop expired rows; past the size cap, the oldest tenth of the rest as well."""
         db = self._db()
-        for table in ("responses", "threads"):
+        for table in _TABLES:
             db.execute(f"DELETE FROM {table} WHERE expires <= ?", (now or time.time(),))
         pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
                              for p in ("page_count", "freelist_count", "page_size"))
         if (pages - free) * size > self.max_bytes:      # freed pages are reused, not counted
-            for table in ("responses", "threads"):
+            for table in _TABLES:
                 count = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 db.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
                            "ORDER BY created LIMIT ?)", (max(1, count // 10),))

@@ -76,3 +76,15 @@ def test_several_processes_share_one_store(tmp_path):
         assert p.exitcode == 0
     assert all(store.get(f"resp_{n * 100 + i}") for n in range(3) for i in range(50))
     assert store.get("resp_parent") is not None
+
+
+def test_items_are_found_by_id_until_their_response_is_deleted(tmp_path):
+    store = ConversationStore(str(tmp_path / "s.sqlite3"))
+    out = {"id": "resp_1", "output": [{"id": "msg_out", "type": "message", "content": []}]}
+    store.put(out, [{"id": "msg_old", "role": "user", "content": "earlier"},
+                    {"id": "msg_in", "role": "user", "content": "q"}], own_from=1)
+    assert store.get_item("msg_out")["type"] == "message"
+    assert store.get_item("msg_in")["content"] == "q"
+    assert store.get_item("msg_old") is None        # from the chain before: not this one's
+    assert store.delete("resp_1")
+    assert store.get_item("msg_out") is None and store.get_item("msg_in") is None

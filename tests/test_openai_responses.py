@@ -591,3 +591,30 @@ def test_tool_choice_none_sends_no_tools_and_json_object_is_an_instruction(gatew
     params = fake.requests[-1]["body"]["params"]
     assert not params.get("tools")
     assert "one JSON object only" in json.dumps(params["system"])
+
+
+def test_item_references_are_resolved_from_the_store(gateway, fake):
+    """``@ai-sdk/openai`` stores by default and then sends its earlier answers as
+    ``item_reference``; an id the gateway never stored is a 404, never a shorter conversation."""
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=LOCAL_KEY, max_retries=0)
+    first = c.responses.create(model=FLASH, input="Say hello")
+    second = c.responses.create(model=FLASH, input=[
+        {"role": "user", "content": "Say hello"}, {"type": "item_reference", "id": first.output[0].id},
+        {"role": "user", "content": "[[echo]] and again"}])
+    assert second.output_text == "and again"
+    params = fake.requests[-1]["body"]["params"]
+    assert [m["role"] for m in params["messages"]] == ["user", "assistant", "user"]
+    assert params["messages"][1]["content"][0]["text"] == "Hello world"
+    with pytest.raises(openai.NotFoundError) as info:
+        c.responses.create(model=FLASH, input=[{"type": "item_reference", "id": "msg_unknown"}])
+    assert info.value.body["param"] == "input[0].id"
+
+
+def test_a_failed_stream_keeps_what_was_already_streamed():
+    enc = codec.ResponseEncoder(turn())
+    enc.event(ReasoningDelta("thinking"))
+    enc.event(TextDelta("Hel"))
+    failed = frames(enc.error(errors.UpstreamError("cut")))[-1]["response"]
+    reasoning, message = failed["output"]
+    assert reasoning["summary"][0]["text"] == "thinking"
+    assert (message["status"], message["content"][0]["text"]) == ("incomplete", "Hel")

@@ -260,7 +260,7 @@ def _item(item, i: int, images, system: list, out: list) -> None:
         if kind == "local_shell_call_output" and not item.get("call_id"):
             item = {**item, "call_id": item.get("id")}
         out.append(Message("tool", [_output_result(item, path, images)]))
-    # additional_tools (hoisted into the tool list), item_reference, web_search_call,
+    # additional_tools (hoisted into the tool list), web_search_call,
     # image_generation_call, compaction, ...: nothing a Command Code model can be sent
 
 
@@ -310,10 +310,31 @@ def new_id(prefix: str = "resp_") -> str:
     return prefix + secrets.token_hex(16)
 
 
+def _resolve_references(items: list, find_item) -> list:
+    """``item_reference`` items replaced by the stored items they name (``@ai-sdk/openai`` sends
+    its earlier answers this way when it stores them); one that is not stored here is a 404
+    rather than a silently shorter conversation."""
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "item_reference":
+            ref = get(item, "id", str, f"input[{i}]", required=True)
+            found = find_item(ref) if find_item is not None else None
+            if found is None:
+                raise errors.NotFound(
+                    f"'input[{i}]' refers to the item '{ref}', which this gateway has not stored "
+                    "(unknown, expired, or from a response made with store: false): send the "
+                    "item itself instead of a reference", param=f"input[{i}].id",
+                    code="item_not_found")
+            item = found
+        out.append(item)
+    return out
+
+
 def decode(body, catalog: Catalog, images, previous: dict | None = None,
-           store_default: bool = True) -> tuple[ChatRequest, Turn]:
+           store_default: bool = True, find_item=None) -> tuple[ChatRequest, Turn]:
     """A Responses request (continuing ``previous`` -- the stored entry of
-    ``previous_response_id`` -- when given) as a canonical request and its :class:`Turn`."""
+    ``previous_response_id`` -- when given) as a canonical request and its :class:`Turn`;
+    ``find_item(id)`` looks up a stored item for an ``item_reference``."""
     body = body_object(body)
     asked = get(body, "model", str)
     if asked is None and previous is not None:
@@ -335,6 +356,7 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
     items = [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else raw
     if not isinstance(items, list):
         raise errors.InvalidRequest("'input' must be a string or an array of items", param="input")
+    items = _resolve_references(items, find_item)
     history = (previous["input"] + previous["response"]["output"]) if previous else []
     all_items = history + items
 
@@ -480,27 +502,35 @@ class ResponseEncoder:
         return self._sse("response.output_item.added", {"output_index": self._index(),
                                                         "item": public(item, True)})
 
-    def _close(self) -> str:
-        item, out = self._open, ""
-        if item is None:
-            return ""
-        idx, iid, text = self._index(), item["id"], "".join(self._text)
+    def _filled(self, status: str) -> dict:
+        """The open item with what was streamed into it so far."""
+        item, text = self._open, "".join(self._text)
         if item["type"] == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+            return {**item, "status": status, "content": [
+                {"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+        if item["type"] == "reasoning":
+            return {**item, "summary": [{"type": "summary_text", "text": text}],
+                    "encrypted_content": encode_reasoning(text, self._signature)}
+        return {**item, "status": status}
+
+    def _close(self) -> str:
+        if self._open is None:
+            return ""
+        idx, item, out = self._index(), self._filled("completed"), ""
+        iid, text = item["id"], "".join(self._text)
+        if item["type"] == "message":
+            part = item["content"][0]
             out += self._sse("response.output_text.done", {"item_id": iid, "output_index": idx,
                                                            "content_index": 0, "text": text,
                                                            "logprobs": []})
             out += self._sse("response.content_part.done", {"item_id": iid, "output_index": idx,
                                                             "content_index": 0, "part": part})
-            item = {**item, "status": "completed", "content": [part]}
         elif item["type"] == "reasoning":
-            part = {"type": "summary_text", "text": text}
+            part = item["summary"][0]
             out += self._sse("response.reasoning_summary_text.done",
                              {"item_id": iid, "output_index": idx, "summary_index": 0, "text": text})
             out += self._sse("response.reasoning_summary_part.done",
                              {"item_id": iid, "output_index": idx, "summary_index": 0, "part": part})
-            item = {**item, "summary": [part],
-                    "encrypted_content": encode_reasoning(text, self._signature)}
         self._open = None
         self.output.append(item)
         return out + self._sse("response.output_item.done",
@@ -619,8 +649,8 @@ class ResponseEncoder:
     def error(self, err: errors.GatewayError) -> bytes:
         """A failure after the stream started: ``response.failed`` (never ``completed``)."""
         out = self._begin()
-        if self._open is not None:
-            self.output.append({**self._open, "status": "incomplete"})
+        if self._open is not None:       # what the client already saw stays in the output
+            self.output.append(self._filled("incomplete"))
             self._open = None
         self.response = self.snapshot("failed", error=failure(err))
         return (out + self._sse("response.failed", {"response": self.response})).encode()

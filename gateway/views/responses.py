@@ -42,8 +42,10 @@ def create():
             raise errors.InvalidRequest("'previous_response_id' must be a response id",
                                         param="previous_response_id")
         previous = _stored(gw, pid, "previous_response_id")
+    store = gw.conversations
     req, turn = openai_responses.decode(body, gw.catalog, gw.images, previous,
-                                        store_default=gw.conversations is not None)
+                                        store_default=store is not None,
+                                        find_item=store.get_item if store is not None else None)
     on_done = None
     if turn.store and gw.conversations is not None:
         def on_done(response: dict) -> None:
