@@ -7,6 +7,7 @@ gunicorn.conf.py, two gthread workers -- configured through ``GATEWAY_CONFIG``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -152,3 +153,22 @@ def openai_client(gateway, fake):
     import openai
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=LOCAL_KEY, max_retries=0,
                          timeout=30)
+
+
+@contextlib.contextmanager
+def usage_delta(server, *models: str):
+    """What the requests made inside the ``with`` block added to ``/usage``'s totals on
+    ``server`` for each of ``models``: yields a dict that is filled on exit with
+    ``{model: {counter: increase}}`` (a model ``/usage`` has not seen yet counts from 0)."""
+    counters = ("total_requests", "failed_requests", "prompt_tokens", "completion_tokens",
+                "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+
+    def totals() -> dict:
+        data = requests.get(server.url + "/usage", headers={"Authorization": f"Bearer {LOCAL_KEY}"},
+                            timeout=5).json()
+        return {m: data["models"].get(m, {}) for m in models}
+
+    before, delta = totals(), {}
+    yield delta
+    after = totals()
+    delta.update({m: {k: after[m].get(k, 0) - before[m].get(k, 0) for k in counters} for m in models})

@@ -21,7 +21,7 @@ from anthropic.types import (ErrorResponse, Message, RawContentBlockDeltaEvent,
                              RawMessageStreamEvent)
 from pydantic import TypeAdapter
 
-from tests.conftest import LOCAL_KEY, gateway_config
+from tests.conftest import LOCAL_KEY, gateway_config, usage_delta
 from tests.fake_upstream import UNICODE_TEXT, USAGE
 
 FLASH = "deepseek/deepseek-v4-flash"
@@ -743,28 +743,17 @@ def test_count_tokens_errors_use_the_anthropic_envelope(claude, fake):
 # ---- /usage -------------------------------------------------------------------------------------
 
 def test_usage_counts_anthropic_requests_like_openai(gateway, claude, openai_client, fake):
-    auth = {"Authorization": f"Bearer {LOCAL_KEY}"}
-
-    def totals(model):
-        data = requests.get(gateway.url + "/usage", headers=auth, timeout=5).json()
-        return data["models"].get(model, {})
-
-    def delta(before, after):
-        keys = ("total_requests", "failed_requests", "prompt_tokens", "completion_tokens",
-                "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-        return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-
     a_model, o_model = "zai-org/GLM-5.1", "zai-org/GLM-5.2-Fast"
-    before_a, before_o = totals(a_model), totals(o_model)
-    claude.messages.create(model=a_model, max_tokens=64, messages=user("[[text]]"))
-    run_stream(claude.messages.stream(model=a_model, max_tokens=64, messages=user("[[cache]]")))
-    with pytest.raises(anthropic.RateLimitError):
-        claude.messages.create(model=a_model, max_tokens=64, messages=user("[[http_429_throttle]]"))
-    openai_client.chat.completions.create(model=o_model, messages=user("[[text]]"))
-    list(openai_client.chat.completions.create(model=o_model, messages=user("[[cache]]"), stream=True))
-    with pytest.raises(openai.RateLimitError):
-        openai_client.chat.completions.create(model=o_model, messages=user("[[http_429_throttle]]"))
-    got_a, got_o = delta(before_a, totals(a_model)), delta(before_o, totals(o_model))
+    with usage_delta(gateway, a_model, o_model) as got:
+        claude.messages.create(model=a_model, max_tokens=64, messages=user("[[text]]"))
+        run_stream(claude.messages.stream(model=a_model, max_tokens=64, messages=user("[[cache]]")))
+        with pytest.raises(anthropic.RateLimitError):
+            claude.messages.create(model=a_model, max_tokens=64, messages=user("[[http_429_throttle]]"))
+        openai_client.chat.completions.create(model=o_model, messages=user("[[text]]"))
+        list(openai_client.chat.completions.create(model=o_model, messages=user("[[cache]]"), stream=True))
+        with pytest.raises(openai.RateLimitError):
+            openai_client.chat.completions.create(model=o_model, messages=user("[[http_429_throttle]]"))
+    got_a, got_o = got[a_model], got[o_model]
     assert got_a == got_o
     text, cache = USAGE["text"], USAGE["cache"]
     assert got_a["total_requests"] == 3 and got_a["failed_requests"] == 1

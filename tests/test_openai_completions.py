@@ -15,7 +15,7 @@ from gateway.canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, Finish,
 from gateway.catalog import Catalog
 from gateway.codecs import openai_completions as oc
 from gateway.upstream.cli import DEFAULT_SYSTEM
-from tests.conftest import LOCAL_KEY
+from tests.conftest import LOCAL_KEY, usage_delta
 from tests.fake_upstream import PRO_KEY, USAGE
 
 FLASH = "deepseek/deepseek-v4-flash"
@@ -296,30 +296,20 @@ def test_the_route_without_v1_and_raw_sse_shape(gateway, fake):
 
 def test_usage_counts_completions_like_chat(gateway, fake):
     """The same calls through /v1/completions and /v1/chat/completions count the same in /usage."""
-    auth = {"Authorization": f"Bearer {LOCAL_KEY}"}
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=LOCAL_KEY, max_retries=0,
                            timeout=30)
-
-    def totals(model):
-        return requests.get(gateway.url + "/usage", headers=auth, timeout=5).json()["models"].get(model, {})
-
-    def delta(before, after):
-        keys = ("total_requests", "failed_requests", "prompt_tokens", "completion_tokens",
-                "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-        return {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-
     legacy, chat = "zai-org/GLM-5.1", "zai-org/GLM-5.2-Fast"
-    before_l, before_c = totals(legacy), totals(chat)
-    client.completions.create(model=legacy, prompt="[[text]]")
-    list(client.completions.create(model=legacy, prompt="[[cache]]", stream=True))
-    with pytest.raises(openai.RateLimitError):
-        client.completions.create(model=legacy, prompt="[[http_429_throttle]]")
-    msgs = lambda text: [{"role": "user", "content": text}]     # noqa: E731
-    client.chat.completions.create(model=chat, messages=msgs("[[text]]"))
-    list(client.chat.completions.create(model=chat, messages=msgs("[[cache]]"), stream=True))
-    with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model=chat, messages=msgs("[[http_429_throttle]]"))
-    got_l, got_c = delta(before_l, totals(legacy)), delta(before_c, totals(chat))
+    with usage_delta(gateway, legacy, chat) as got:
+        client.completions.create(model=legacy, prompt="[[text]]")
+        list(client.completions.create(model=legacy, prompt="[[cache]]", stream=True))
+        with pytest.raises(openai.RateLimitError):
+            client.completions.create(model=legacy, prompt="[[http_429_throttle]]")
+        msgs = lambda text: [{"role": "user", "content": text}]     # noqa: E731
+        client.chat.completions.create(model=chat, messages=msgs("[[text]]"))
+        list(client.chat.completions.create(model=chat, messages=msgs("[[cache]]"), stream=True))
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model=chat, messages=msgs("[[http_429_throttle]]"))
+    got_l, got_c = got[legacy], got[chat]
     assert got_l == got_c
     text, cache = USAGE["text"], USAGE["cache"]
     assert got_l["total_requests"] == 3 and got_l["failed_requests"] == 1

@@ -52,6 +52,8 @@ from tests.fake_upstream import CALL_ANSWER_PREFIX, USAGE
 from tests.test_python_clients import (CHAT, CLAUDE, FLASH, GENERATE, MESSAGES, TOOL_ARGS,
                                        TOOL_QUESTION, TOOL_RESULT, WEATHER_SCHEMA, Route,
                                        check_tool_round_trip, no_internet)
+# the same autouse guard: every test here fails on any non-loopback connect / DNS look-up
+from tests.test_python_clients import offline  # noqa: F401
 
 with no_internet() as _import_guard:
     import agents
@@ -81,13 +83,6 @@ FLAT_WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "
                      "parameters": WEATHER_SCHEMA}
 ECHO_QUESTION = "[[echo]] and again"
 ECHO_ANSWER = "and again"           # the echo scenario answers the last user text, marker removed
-
-
-@pytest.fixture(autouse=True)
-def offline():
-    with no_internet() as guard:
-        yield
-    assert guard.attempts == [], f"a library tried to reach the internet: {guard.attempts}"
 
 
 def test_the_imports_reached_no_internet():
@@ -288,8 +283,11 @@ def weather_tool(ran: list):
     return get_weather
 
 
-async def agents_streamed(agent, prompt, **kw):
-    """``Runner.run_streamed`` consumed as an app does: text deltas and run item events."""
+async def agents_run(agent, prompt, stream: bool, **kw):
+    """``Runner.run``, or (``stream``) ``Runner.run_streamed`` consumed as an app does: the result,
+    its text deltas and its run item events (both None when not streamed)."""
+    if not stream:
+        return await Runner.run(agent, prompt, **kw), None, None
     result = Runner.run_streamed(agent, prompt, **kw)
     deltas, items = [], []
     async for ev in result.stream_events():
@@ -304,12 +302,10 @@ async def agents_streamed(agent, prompt, **kw):
 @in_event_loop
 async def test_agents_text_and_usage(target, stream):
     async with AgentsRun(target) as a:
+        result, deltas, items = await agents_run(a.agent, "Say hello", stream)
         if stream:
-            result, deltas, items = await agents_streamed(a.agent, "Say hello")
             assert len(deltas) >= 2 and "".join(deltas) == "Hello world", deltas
             assert [name for name, _ in items] == ["message_output_created"]
-        else:
-            result = await Runner.run(a.agent, "Say hello")
     assert result.final_output == "Hello world"
     [message] = result.new_items
     assert isinstance(message, MessageOutputItem) and ItemHelpers.text_message_output(message) == "Hello world"
@@ -337,12 +333,10 @@ async def test_agents_function_tool_round_trip(target, stream, chain):
     ran = []
     kw = {"auto_previous_response_id": True} if chain == "auto_previous_response_id" else {}
     async with AgentsRun(target, [weather_tool(ran)]) as a:
+        result, deltas, events = await agents_run(a.agent, TOOL_QUESTION, stream, **kw)
         if stream:
-            result, deltas, events = await agents_streamed(a.agent, TOOL_QUESTION, **kw)
             assert [name for name, _ in events] == ["tool_called", "tool_output", "message_output_created"]
             assert "".join(deltas) == CALL_ANSWER_PREFIX + TOOL_RESULT
-        else:
-            result = await Runner.run(a.agent, TOOL_QUESTION, **kw)
     assert ran == [TOOL_ARGS], "the tool did not run once with the model's arguments"
     call_item, output_item, message = result.new_items
     assert isinstance(call_item, ToolCallItem) and isinstance(output_item, ToolCallOutputItem)
@@ -375,10 +369,7 @@ async def test_agents_function_tool_round_trip(target, stream, chain):
 @in_event_loop
 async def test_agents_reasoning_item(target, stream):
     async with AgentsRun(target) as a:
-        if stream:
-            result, _, _ = await agents_streamed(a.agent, "[[reasoning]] 2+2?")
-        else:
-            result = await Runner.run(a.agent, "[[reasoning]] 2+2?")
+        result, _, _ = await agents_run(a.agent, "[[reasoning]] 2+2?", stream)
     reasoning, message = result.new_items
     assert isinstance(reasoning, ReasoningItem) and isinstance(message, MessageOutputItem)
     assert [s.text for s in reasoning.raw_item.summary] == ["Let me think."]
@@ -476,10 +467,7 @@ async def test_agents_default_client_is_the_responses_api(target):
 async def test_agents_rate_limit_is_openai_rate_limit_error(target, stream):
     async with AgentsRun(target) as a:
         with pytest.raises(openai.RateLimitError) as info:
-            if stream:
-                await agents_streamed(a.agent, "[[error_first:429]] hi")
-            else:
-                await Runner.run(a.agent, "[[error_first:429]] hi")
+            await agents_run(a.agent, "[[error_first:429]] hi", stream)
     assert info.value.status_code == 429
     assert "slow down" in info.value.message
     assert len(target.calls()) == 1, "the SDK retried"

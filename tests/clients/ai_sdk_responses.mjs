@@ -11,16 +11,14 @@
 // its default `store: true`, refers to earlier output items by id (`item_reference`) instead of
 // resending them.  Run by tests/test_node_responses_clients.py; environment and output are
 // described in common.mjs.
-import { generateText, isStepCount, jsonSchema, streamText, tool } from 'ai';
+import { generateText, streamText } from 'ai';
 import { createOpenAI } from '@ai-sdk/openai';
 
 import {
-  CALL_MARKER, GATEWAY_KEY, GATEWAY_URL, MODEL, READ_FILE_SCHEMA, describeError, runCases, tag,
-  toolOutput,
+  GATEWAY_KEY, GATEWAY_URL, MODEL, aiConsume, aiErrorCases, aiOptions, aiReasoningCases, aiSteps,
+  aiToolCases, aiUsage, runCases, tag,
 } from './common.mjs';
 
-// Warnings (e.g. "unknown model") are not what is tested.
-globalThis.AI_SDK_LOG_WARNINGS = false;
 // What the SDK sends the gateway (path and JSON body of each request), for the cases that
 // check how it continues a conversation.
 const sent = [];
@@ -31,128 +29,45 @@ async function recordingFetch(url, init) {
 /** The item types of each request's ``input`` since ``sent`` was last emptied. */
 const sentInputs = () => sent.map((q) => (q.body?.input ?? []).map((i) => i.type ?? 'message'));
 const provider = createOpenAI({ baseURL: `${GATEWAY_URL}/v1`, apiKey: GATEWAY_KEY, fetch: recordingFetch });
-const model = provider(MODEL);
-const common = { model, maxRetries: 0 };
-// onError: stream errors are read from fullStream below; the default handler only logs them.
-const streamCommon = { ...common, onError: () => {} };
+const options = aiOptions(provider(MODEL));
+const { common, streamCommon } = options;
 /** The system prompt of the text cases; the test checks it reached upstream. */
 const SYSTEM = 'You answer questions about the weather.';
-
-function usage(u) {
-  return {
-    inputTokens: u?.inputTokens ?? null,
-    outputTokens: u?.outputTokens ?? null,
-    totalTokens: u?.totalTokens ?? null,
-    noCacheTokens: u?.inputTokenDetails?.noCacheTokens ?? null,
-    cacheReadTokens: u?.inputTokenDetails?.cacheReadTokens ?? null,
-    cacheWriteTokens: u?.inputTokenDetails?.cacheWriteTokens ?? null,
-    reasoningTokens: u?.outputTokenDetails?.reasoningTokens ?? null,
-  };
-}
 
 /** The provider's metadata the test reads: the response id (resp_...) of a step. */
 const responseId = (meta) => meta?.openai?.responseId ?? null;
 
-function steps(list) {
-  return list.map((s) => ({
-    finishReason: s.finishReason,
-    text: s.text,
-    reasoningText: s.reasoningText ?? null,
-    toolCalls: s.toolCalls.map((c) => ({ id: c.toolCallId, name: c.toolName, input: c.input })),
-    toolResults: s.toolResults.map((r) => ({ id: r.toolCallId, name: r.toolName, output: r.output })),
-    usage: usage(s.usage),
-    responseId: responseId(s.providerMetadata),
-  }));
-}
-
-const readFile = () => ({
-  read_file: tool({
-    description: 'Read a file',
-    inputSchema: jsonSchema(READ_FILE_SCHEMA),
-    execute: async (input) => toolOutput(input),
-  }),
-});
-
-/** A whole streamText run as the app sees it: every part type seen, errors from the stream. */
-async function consume(result) {
-  const types = [];
-  const errors = [];
-  let streamed = '';
-  let reasoning = '';
-  for await (const part of result.fullStream) {
-    if (types.at(-1) !== part.type) types.push(part.type);
-    if (part.type === 'text-delta') streamed += part.text;
-    if (part.type === 'reasoning-delta') reasoning += part.text;
-    if (part.type === 'error') errors.push(describeError(part.error));
-  }
-  return { types, errors, streamed, streamedReasoning: reasoning };
-}
+/** A step as aiSteps shows it, plus its reasoning and its response id. */
+const steps = (list) => aiSteps(list, (s) => ({
+  reasoningText: s.reasoningText ?? null, responseId: responseId(s.providerMetadata),
+}));
 
 const cases = {
   async generate_text() {
     const r = await generateText({ ...common, system: SYSTEM, prompt: `Say hello ${tag('generate_text')}` });
     return {
-      text: r.text, finishReason: r.finishReason, usage: usage(r.usage),
+      text: r.text, finishReason: r.finishReason, usage: aiUsage(r.usage),
       responseId: responseId(r.providerMetadata),
     };
   },
 
   async stream_text() {
     const r = streamText({ ...streamCommon, system: SYSTEM, prompt: `Say hello ${tag('stream_text')}` });
-    const seen = await consume(r);
+    const seen = await aiConsume(r);
     return {
-      ...seen, text: await r.text, finishReason: await r.finishReason, usage: usage(await r.usage),
+      ...seen, text: await r.text, finishReason: await r.finishReason, usage: aiUsage(await r.usage),
       responseId: responseId(await r.providerMetadata),
     };
   },
 
-  async generate_tool_round_trip() {
-    sent.length = 0;
-    const r = await generateText({
-      ...common, tools: readFile(), stopWhen: isStepCount(3),
-      prompt: `${CALL_MARKER} read a.txt ${tag('generate_tool_round_trip')}`,
-    });
-    return {
-      text: r.text, finishReason: r.finishReason, usage: usage(r.usage), steps: steps(r.steps),
-      sentInputs: sentInputs(),
-    };
-  },
-
-  async stream_tool_round_trip() {
-    sent.length = 0;
-    const r = streamText({
-      ...streamCommon, tools: readFile(), stopWhen: isStepCount(3),
-      prompt: `${CALL_MARKER} read a.txt ${tag('stream_tool_round_trip')}`,
-    });
-    const seen = await consume(r);
-    return {
-      ...seen, text: await r.text, finishReason: await r.finishReason,
-      usage: usage(await r.usage), steps: steps(await r.steps), sentInputs: sentInputs(),
-    };
-  },
-
-  async generate_reasoning() {
-    const r = await generateText({ ...common, prompt: `[[reasoning]] 2+2? ${tag('generate_reasoning')}` });
-    return {
-      text: r.text, reasoningText: r.finalStep.reasoningText ?? null, usage: usage(r.usage),
-      reasoningParts: r.finalStep.reasoning.map((p) => p.text),
-    };
-  },
-
-  async stream_reasoning() {
-    const r = streamText({ ...streamCommon, prompt: `[[reasoning]] 2+2? ${tag('stream_reasoning')}` });
-    const seen = await consume(r);
-    const last = await r.finalStep;
-    return {
-      ...seen, text: await r.text, reasoningText: last.reasoningText ?? null,
-      usage: usage(await r.usage),
-    };
-  },
+  // The tool round trips also report what the SDK sent (the call and its output go back whole).
+  ...aiToolCases(options, { steps, before: () => { sent.length = 0; }, after: () => ({ sentInputs: sentInputs() }) }),
+  ...aiReasoningCases(options),
 
   // Prompt-cache reads and writes: inputTokens includes both, inputTokenDetails splits them.
   async generate_cache() {
     const r = await generateText({ ...common, prompt: `[[cache]] hi ${tag('generate_cache')}` });
-    return { text: r.text, finishReason: r.finishReason, usage: usage(r.usage) };
+    return { text: r.text, finishReason: r.finishReason, usage: aiUsage(r.usage) };
   },
 
   // A chat app's second turn: the first answer's messages go back as history.  With the
@@ -167,7 +82,7 @@ const cases = {
     sent.length = 0;
     const second = await generateText({ ...common, messages });
     return {
-      firstText: first.text, text: second.text, usage: usage(second.usage),
+      firstText: first.text, text: second.text, usage: aiUsage(second.usage),
       // the ids the SDK keeps of the first answer's items (providerOptions.openai.itemId)
       firstItemIds: first.response.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : [])
         .map((p) => p.providerOptions?.openai?.itemId ?? null)),
@@ -185,7 +100,7 @@ const cases = {
       providerOptions: { openai: { previousResponseId: id } },
     });
     return {
-      firstText: first.text, firstId: id, text: second.text, usage: usage(second.usage),
+      firstText: first.text, firstId: id, text: second.text, usage: aiUsage(second.usage),
       secondId: responseId(second.providerMetadata),
       sent: sent.map((q) => ({
         path: q.path, input: q.body?.input, previousResponseId: q.body?.previous_response_id ?? null,
@@ -193,19 +108,7 @@ const cases = {
     };
   },
 
-  async generate_error_429() {
-    try {
-      const r = await generateText({ ...common, prompt: `[[error_first:429]] hi ${tag('generate_error_429')}` });
-      return { unexpectedSuccess: true, text: r.text };
-    } catch (e) {
-      return { thrown: describeError(e) };
-    }
-  },
-
-  async stream_error_429() {
-    const r = streamText({ ...streamCommon, prompt: `[[error_first:429]] hi ${tag('stream_error_429')}` });
-    return consume(r);
-  },
+  ...aiErrorCases(options),
 };
 
 await runCases('ai-openai-responses', cases);
