@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from .usage import replace_atomically
+from .usage import open_private, replace_atomically
 
 log = logging.getLogger("gateway.key_routes")
 
@@ -77,7 +77,7 @@ class KeyRoutes:
     @contextmanager
     def probing(self):
         """Exclusive across every thread and worker: hold it while finding out a key's route."""
-        with self._thread_lock, open(self._lock_path, "a") as lock:
+        with self._thread_lock, open_private(self._lock_path) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 

@@ -21,6 +21,7 @@ import socket
 import threading
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -112,12 +113,35 @@ class Transport:
                                            "with something that is not JSON") from None
 
 
+#: What a request that got no HTTP answer means, by the class of the innermost exception
+#: (requests wraps urllib3's inside a ConnectionError(MaxRetryError(reason)): with ``read=0``
+#: retries an upstream that accepts and never answers comes back as a "ConnectionError" whose
+#: reason is a read timeout).  First match wins.
+_NO_ANSWER = (
+    ((requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError),
+     errors.UpstreamTimeout, "Command Code did not accept the connection in time"),
+    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError),
+     errors.UpstreamTimeout, "Command Code did not answer in time"),
+)
+
+
+def _reasons(exc: BaseException):
+    """``exc`` and what it wraps: MaxRetryError's reason, the first argument, the causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException) and exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        exc = inner if isinstance(inner, BaseException) else (exc.__cause__ or exc.__context__)
+
+
 def _unreachable(exc: requests.exceptions.RequestException, url: str) -> errors.GatewayError:
     """The gateway error for a request that got no HTTP answer (never names more than the host)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return errors.UpstreamTimeout("Command Code did not accept the connection in time")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return errors.UpstreamTimeout("Command Code did not answer in time")
+    for classes, error, message in _NO_ANSWER:
+        if any(isinstance(e, classes) for e in _reasons(exc)):
+            return error(message)
     where = "/".join(url.split("/", 3)[:3])
     return errors.UpstreamError(f"cannot reach Command Code at {where} ({type(exc).__name__})")
 
@@ -151,22 +175,11 @@ def iter_chunks(resp: requests.Response):
             if not chunk:
                 return
             yield chunk
-    except requests.exceptions.ReadTimeout:
-        raise errors.UpstreamTimeout("Command Code went silent for longer than "
-                                     "commandcode.idle_timeout") from None
     except Exception as exc:
-        if _is_timeout(exc):
+        if any(isinstance(e, _NO_ANSWER[1][0]) for e in _reasons(exc)):
             raise errors.UpstreamTimeout("Command Code went silent for longer than "
                                          "commandcode.idle_timeout") from None
         raise errors.UpstreamError(f"the Command Code stream broke off ({type(exc).__name__})") from None
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    while exc is not None:
-        if isinstance(exc, (socket.timeout, TimeoutError)) or "Timeout" in type(exc).__name__:
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def abort(resp: requests.Response) -> None:

@@ -131,7 +131,7 @@ class UsageStore:
         bucket of ``key`` (a key's label, never a key) when given."""
         usage = usage or Usage()
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        with self._thread_lock, open(self._lock_path, "a") as lock:
+        with self._thread_lock, open_private(self._lock_path) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._cleaned:       # once per process: a new worker tidies after a killed one
                 self._clean_stale_temp_files()
@@ -149,6 +149,12 @@ class UsageStore:
 
     def _write(self, data: dict) -> None:
         replace_atomically(self.path, _encode(data), self._tmp_prefix)
+
+
+def open_private(path: str):
+    """Open (creating it mode 0600) a lock file for appending: like the data files it guards,
+    nobody but the gateway's user needs to see it."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a")
 
 
 def replace_atomically(path: str, data: bytes, prefix: str) -> None:

@@ -142,3 +142,62 @@ def test_no_command_code_key_is_a_503_that_says_how_to_set_it():
 def test_one_session_is_reused_across_requests():
     t = Transport(5, 30)
     assert t.session is t.session
+
+
+class HungUpstream:
+    """A loopback server that accepts connections, reads the request, and never answers."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            self.conns.append(conn)       # kept open, silent
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def hung():
+    server = HungUpstream()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("mode,model", [("cli", "deepseek/deepseek-v4-flash"),
+                                        ("provider", "deepseek/deepseek-v4-flash"),
+                                        ("provider", "claude-sonnet-5")])
+def test_an_upstream_that_never_answers_is_a_504_after_idle_timeout(hung, tmp_path, mode, model):
+    """It accepts the connection and stays silent: 504 upstream_timeout, not 502 'cannot
+    reach' (urllib3's read timeout arrives wrapped as a connection error)."""
+    from gateway import create_app
+    from tests.conftest import LOCAL_KEY, gateway_config
+    app = create_app(gateway_config(hung.url, tmp_path, commandcode={
+        "mode": mode, "idle_timeout": 0.5, "api_key": "user_pro_key_0123456789"}))
+    c = app.test_client()
+    started = time.monotonic()
+    r = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {LOCAL_KEY}"},
+               json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 504 and r.json["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - started < 5
+
+
+def test_account_lookups_against_a_silent_upstream_time_out_as_504(hung):
+    t = Transport(connect_timeout=1, idle_timeout=5)
+    with pytest.raises(errors.UpstreamTimeout):
+        t.get_json(hung.url + "/alpha/billing/credits", {}, timeout=0.3)

@@ -384,3 +384,17 @@ def test_failed_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, mon
     assert sorted(os.listdir(tmp_path)) == ["usage.json", "usage.json.lock"]
     store.record("m", Usage(5))                          # the lock was released: it still works
     assert store.read()["prompt_tokens"] == 8
+
+
+def test_lock_files_are_private_like_the_data_files(tmp_path):
+    """The lock files beside usage.json and key_routes.json are created mode 0600."""
+    import stat
+    from gateway.canonical import Usage as U
+    from gateway.key_routes import KeyRoutes
+    store = UsageStore(str(tmp_path / "usage.json"))
+    store.record("m", U(1, 1))
+    routes = KeyRoutes(str(tmp_path / "key_routes.json"))
+    with routes.probing():
+        routes.remember("key-0123456789ab", "cli")
+    for name in ("usage.json.lock", "key_routes.json.lock"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
