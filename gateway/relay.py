@@ -21,6 +21,9 @@ from .canonical import Finish
 HEARTBEAT = object()
 _END = object()
 _POLL = 1.0     # how often a silent stream checks whether the client is still there
+#: how often a flowing one does: a whole (non-streamed) answer writes nothing to the client
+#: until it is complete, so only this check notices a client that left while upstream talks
+_GONE_CHECK = 0.5
 
 
 class _ReaderPool:
@@ -101,7 +104,7 @@ def pump(stream, interval: float, client_gone=None):
 
     _readers.submit(read)
     wait = min(_POLL, interval)
-    last = time.monotonic()
+    last = checked = time.monotonic()
     finished = False
     try:
         while True:
@@ -124,6 +127,10 @@ def pump(stream, interval: float, client_gone=None):
             last = time.monotonic()
             if isinstance(item[-1], Finish):
                 finished = True         # whatever follows is draining, not worth aborting
+            elif client_gone is not None and last - checked >= _GONE_CHECK:
+                checked = last
+                if client_gone():
+                    return
             yield from item
     finally:
         if not finished:

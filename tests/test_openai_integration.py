@@ -409,3 +409,26 @@ def test_health_needs_no_key_and_cors_preflight_is_answered(gateway):
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in r.headers["Access-Control-Allow-Methods"]
     assert "authorization" in r.headers["Access-Control-Allow-Headers"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", {"model": FLASH, "messages": [{"role": "user", "content": "[[endless]]"}]}),
+    ("/v1/messages", {"model": FLASH, "max_tokens": 100, "messages": [{"role": "user", "content": "[[endless]]"}]}),
+    ("/v1/responses", {"model": FLASH, "input": "[[endless]]", "store": False}),
+])
+def test_client_leaving_a_whole_answer_closes_upstream_within_a_second(gateway, fake, path, body):
+    """Not streamed, nothing is written to the client until the answer is complete: the gateway
+    must notice a client that left while upstream keeps talking (a token every 100 ms here)."""
+    import socket
+    data = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", gateway.port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {LOCAL_KEY}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    deadline = time.monotonic() + 5
+    while not any(r["scenario"] == "endless" for r in fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)             # upstream is streaming tokens now
+    sock.close()
+    left = time.monotonic()
+    assert fake.wait_for_disconnect("endless", timeout=3)
+    assert time.monotonic() - left < 1.2
