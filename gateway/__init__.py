@@ -58,7 +58,8 @@ class Gateway:
         self.conversations = ConversationStore(
             os.path.join(state_dir, "state.sqlite3"), cfg["responses_ttl_days"],
             cfg["responses_max_mb"]) if cfg["store_responses"] else None
-        self.account = Account(cfg, self.transport)
+        self.account = Account(cfg, self.transport, os.path.join(state_dir,
+                                                                 "billing_failures.json"))
         self.discovery = ModelDiscovery(cfg, self.transport, self._merge_model_list) \
             if cfg["discover_models"] else None
         self.keepalive_interval = cfg["keepalive_interval"]

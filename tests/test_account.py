@@ -5,7 +5,11 @@ caching and failure rules that are hard to see from outside: how often Command C
 """
 from __future__ import annotations
 
-from gateway import create_app
+import json
+import threading
+import time
+
+from gateway import create_app, errors
 from tests.conftest import LOCAL_KEY, gateway_config
 from tests.fake_upstream import CREDITS_PATH, GO_KEY, NEW_PROVIDER_MODEL, PROVIDER_MODELS_PATH
 
@@ -45,7 +49,12 @@ def test_a_billing_failure_is_retried_after_ten_seconds_not_at_every_request(fak
     fake.billing_status = 200
     account = app.extensions["gateway"].account
     for label, (expires, value) in list(account._cache.items()):
-        account._cache[label] = (expires - 11, value)      # ten seconds later
+        account._cache[label] = (expires - 11, value)      # ten seconds later...
+    shared = account._failures.path                        # ...for every worker too
+    with open(shared) as f:
+        data = json.load(f)
+    with open(shared, "w") as f:
+        json.dump({k: [until - 11, *rest] for k, (until, *rest) in data.items()}, f)
     assert c.get("/usage").json["upstream"]["plan"] == "individual-go"
 
 
@@ -80,3 +89,68 @@ def test_no_upstream_key_means_no_plan_lookup_and_an_upstream_error_in_usage(fak
     assert "claude-opus-5" in ids(c)
     assert c.get("/usage").json["upstream"] == {"error": "the gateway has no Command Code API key"}
     assert calls(fake, CREDITS_PATH) == []
+
+
+class _SlowTransport:
+    """get_json that blocks until released, counting its calls."""
+
+    def __init__(self):
+        self.calls, self.release = 0, threading.Event()
+
+    def get_json(self, url, headers, timeout=10.0):
+        self.calls += 1
+        self.release.wait(10)
+        raise errors.UpstreamTimeout("Command Code did not answer in time")
+
+
+def test_a_hung_billing_endpoint_never_holds_a_request(fake, tmp_path):
+    """/usage and /v1/models answer within about a second while billing hangs, and the lookup
+    is not started again by every request meanwhile."""
+    app, c = make(fake, tmp_path, plan="auto", commandcode={"api_key": GO_KEY})
+    gw = app.extensions["gateway"]
+    slow = _SlowTransport()
+    gw.account._transport = slow
+    try:
+        for path in ("/usage", "/v1/models", "/usage"):
+            started = time.monotonic()
+            r = c.get(path)
+            assert r.status_code == 200 and time.monotonic() - started < 1.5
+        assert "slow" in c.get("/usage").json["upstream"]["error"]
+        assert "claude-opus-5" in ids(c)           # plan unknown meanwhile: nothing hidden
+        assert slow.calls == 1
+    finally:
+        slow.release.set()
+
+
+def test_a_stale_plan_is_used_while_a_refresh_is_slow(fake, tmp_path):
+    app, c = make(fake, tmp_path, plan="auto", commandcode={"api_key": GO_KEY})
+    assert c.get("/usage").json["upstream"]["plan"] == "individual-go"
+    account = app.extensions["gateway"].account
+    for label, (expires, value) in list(account._cache.items()):
+        account._cache[label] = (expires - 61, value)      # a minute later: due for a refresh
+    slow = _SlowTransport()
+    account._transport = slow
+    try:
+        started = time.monotonic()
+        assert c.get("/usage").json["upstream"]["plan"] == "individual-go"
+        assert "claude-sonnet-5" not in ids(c) and time.monotonic() - started < 2.5
+    finally:
+        slow.release.set()
+
+
+def test_a_billing_failure_is_remembered_across_workers(fake, tmp_path):
+    """A second worker (another Account on the same state folder) does not ask again."""
+    from gateway.account import Account
+    from gateway.config import validate
+    fake.billing_status = 500
+    cfg = validate(gateway_config(fake.url, tmp_path, commandcode={"api_key": GO_KEY}))
+    path = str(tmp_path / "billing_failures.json")
+    from gateway.transport import Transport
+    first = Account(cfg, Transport(1, 5), path)
+    second = Account(cfg, Transport(1, 5), path)
+    for account in (first, second):
+        try:
+            account.credits(GO_KEY)
+        except errors.GatewayError:
+            pass
+    assert len(calls(fake, CREDITS_PATH)) == 1
