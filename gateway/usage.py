@@ -75,7 +75,23 @@ def _add(bucket: dict, usage: Usage, failed: bool) -> None:
     bucket["reasoning_tokens"] += usage.reasoning_tokens
 
 
+def _apply(data: dict, entry: tuple) -> None:
+    model, usage, failed, key, day = entry
+    _add(data, usage, failed)
+    _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
+    _add(data.setdefault("days", {}).setdefault(day, _zero()), usage, failed)
+    if key:
+        _add(data.setdefault("keys", {}).setdefault(key, _zero()), usage, failed)
+
+
 class UsageStore:
+    """The usage file.  A disk fault (full, read-only, gone) loses nothing: the increments wait
+    in this process's memory, are retried every few seconds and with the next request, and are
+    written all at once when the file can be written again -- one log line when the fault
+    starts, one when it ends, never a traceback per request."""
+
+    RETRY_EVERY = 5.0
+
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
         self.folder = os.path.dirname(self.path)
@@ -83,6 +99,8 @@ class UsageStore:
         self._thread_lock = threading.Lock()     # flock is per open file, so serialise our threads too
         self._tmp_prefix = f".{os.path.basename(self.path)}-"
         self._cleaned = False
+        self._pending: list[tuple] = []          # increments not on disk yet (this process)
+        self._fault: str | None = None           # what went wrong, while it lasts
 
     def read(self) -> dict:
         """The current totals, without locking: the file on disk is always a complete one.
@@ -90,7 +108,12 @@ class UsageStore:
         A file we cannot use reads as zeros here; only a writer, under the lock, moves it aside.
         """
         data = self._load()
-        return data if data is not None else empty()
+        data = data if data is not None else empty()
+        with self._thread_lock:
+            pending = list(self._pending)
+        for entry in pending:           # what this worker counted during a disk fault
+            _apply(data, entry)
+        return data
 
     def _load(self) -> dict | None:
         """The file's totals; an empty structure if it does not exist; None if it is unusable."""
@@ -129,23 +152,50 @@ class UsageStore:
                key: str | None = None) -> None:
         """Add one request to the totals, the model's and today's (UTC) buckets, and the
         bucket of ``key`` (a key's label, never a key) when given."""
-        usage = usage or Usage()
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-        with self._thread_lock, open_private(self._lock_path) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self._cleaned:       # once per process: a new worker tidies after a killed one
-                self._clean_stale_temp_files()
-                self._cleaned = True
-            data = self._load()
-            if data is None:
-                data = self._quarantine()
-            _add(data, usage, failed)
-            _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
-            _add(data.setdefault("days", {}).setdefault(day, _zero()), usage, failed)
-            if key:
-                _add(data.setdefault("keys", {}).setdefault(key, _zero()), usage, failed)
-            self._write(data)
-            # the lock is released when the lock file is closed
+        entry = (model, usage or Usage(), failed, key, time.strftime("%Y-%m-%d", time.gmtime()))
+        with self._thread_lock:
+            self._pending.append(entry)
+            self._flush()
+
+    def _flush(self) -> bool:
+        """Write every pending increment in one update; call with ``_thread_lock`` held.
+
+        The file is replaced whole or not at all, so after a failure none of them is on disk
+        and all stay pending: nothing is lost and nothing is counted twice.
+        """
+        try:
+            with open_private(self._lock_path) as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self._cleaned:   # once per process: a new worker tidies after a killed one
+                    self._clean_stale_temp_files()
+                    self._cleaned = True
+                data = self._load()
+                if data is None:
+                    data = self._quarantine()
+                for entry in self._pending:
+                    _apply(data, entry)
+                self._write(data)
+                # the lock is released when the lock file is closed
+        except OSError as exc:
+            if self._fault is None:
+                self._fault = exc.strerror or type(exc).__name__
+                log.error("cannot write the usage file %s (%s): counting in memory until it "
+                          "can be written", self.path, self._fault)
+                threading.Thread(target=self._retry, daemon=True, name="usage-retry").start()
+            return False
+        if self._fault is not None:
+            log.warning("the usage file %s can be written again: %d requests counted meanwhile "
+                        "are in it", self.path, len(self._pending))
+            self._fault = None
+        self._pending.clear()
+        return True
+
+    def _retry(self) -> None:
+        while True:
+            time.sleep(self.RETRY_EVERY)
+            with self._thread_lock:
+                if not self._pending or self._flush():
+                    return
 
     def _write(self, data: dict) -> None:
         replace_atomically(self.path, _encode(data), self._tmp_prefix)

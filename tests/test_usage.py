@@ -366,7 +366,10 @@ def test_temp_file_is_created_beside_the_usage_file(tmp_path, monkeypatch):
     assert UsageStore(str(folder / "usage.json")).read()["total_requests"] == 2
 
 
-def test_failed_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, monkeypatch):
+def test_a_disk_fault_loses_no_increment_and_logs_once_each_way(tmp_path, monkeypatch, caplog):
+    """A full (or read-only) disk: the old file stays whole, no temp file is left, the counts
+    wait in memory (and /usage shows them), and they are written once the disk is back."""
+    import logging
     path = tmp_path / "usage.json"
     store = UsageStore(str(path))
     store.record("m", Usage(3))
@@ -376,14 +379,43 @@ def test_failed_write_removes_its_temp_file_and_keeps_the_old_file(tmp_path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(usage_mod, "_encode", disk_full)    # fails after the temp file exists
-    with pytest.raises(OSError):
-        store.record("m", Usage(4))
-    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="gateway.usage"):
+        for n in (4, 5, 6):
+            store.record("m", Usage(n))                      # never raises
+        assert path.read_bytes() == before
+        assert sorted(os.listdir(tmp_path)) == ["usage.json", "usage.json.lock"]
+        assert store.read()["prompt_tokens"] == 3 + 4 + 5 + 6       # this worker still sees them
+        monkeypatch.undo()
+        store.record("m", Usage(7))                          # the disk is back
+    assert json.loads(path.read_bytes())["prompt_tokens"] == 3 + 4 + 5 + 6 + 7
+    assert json.loads(path.read_bytes())["total_requests"] == 5
+    assert store.read()["prompt_tokens"] == 25               # not counted twice
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "No space left" in lines[0] and "3 requests" not in lines[0]
+    assert "can be written again: 4 requests" in lines[1]
 
-    assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["usage.json", "usage.json.lock"]
-    store.record("m", Usage(5))                          # the lock was released: it still works
-    assert store.read()["prompt_tokens"] == 8
+
+def test_pending_increments_are_written_without_a_new_request(tmp_path, monkeypatch):
+    """The retry runs on its own: a worker that gets no more requests still writes them."""
+    path = tmp_path / "usage.json"
+    store = UsageStore(str(path))
+    store.RETRY_EVERY = 0.1
+    real = usage_mod.replace_atomically
+    broken = {"on": True}
+
+    def flaky(*a, **kw):
+        if broken["on"]:
+            raise OSError(30, "Read-only file system")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(usage_mod, "replace_atomically", flaky)
+    store.record("m", Usage(2))
+    assert not path.exists()
+    broken["on"] = False
+    deadline = time.monotonic() + 3
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert json.loads(path.read_bytes())["prompt_tokens"] == 2
 
 
 def test_lock_files_are_private_like_the_data_files(tmp_path):
