@@ -39,7 +39,8 @@ from ..canonical import (CONTENT_FILTER, LENGTH, ChatRequest, Finish, Message, R
                          ToolCallEvent, ToolResult, Usage)
 from ..catalog import Catalog, Model, clamp_effort, require
 from ..normalize import merge_same_role
-from .fields import body_object, content_parts, get, json_arguments, number_in, positive_int
+from .fields import (body_object, content_parts, get, json_arguments, number_in, parse_json,
+                     positive_int)
 from .openai_chat import tool_choice
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -160,9 +161,10 @@ def decode_reasoning(value) -> tuple[str, str] | None:
     if not isinstance(value, str) or not value.startswith(ENCRYPTED_PREFIX):
         return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(value[len(ENCRYPTED_PREFIX):]))
+        data = parse_json(base64.urlsafe_b64decode(value[len(ENCRYPTED_PREFIX):]),
+                          "encrypted_content")       # no NaN, lone surrogate or deep nesting
         return str(data.get("t", "")), str(data.get("s", ""))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, errors.InvalidRequest):
         return None
 
 
