@@ -7,6 +7,7 @@ stream, so no amount of streaming (or upstream silence) makes gunicorn kill a wo
 import os
 import sys
 
+from gateway import capacity as _capacity
 from gateway import config as _config
 
 try:
@@ -18,16 +19,28 @@ except _config.ConfigError as _exc:
 _host = _cfg["host"]
 bind = f"[{_host}]:{_cfg['port']}" if ":" in _host else f"{_host}:{_cfg['port']}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("GATEWAY_THREADS", "16"))     # concurrent streams per worker
+worker_class = "gateway.worker.GatewayWorker"     # gthread: JSON parse errors, accepts by load
+# each worker relays ``stream_slots`` model calls at once (GATEWAY_THREADS overrides it; see
+# gateway/capacity.py), plus a reserve of threads so /health, /v1/models and /usage always
+# answer, even when every slot is busy
+threads = _cfg["stream_slots"] + _capacity.RESERVED_THREADS
 timeout = 60                # worker heartbeat, not a request limit (see above)
-graceful_timeout = 60       # on reload, give running streams a minute to finish
+# on SIGTERM (and SIGINT, see on_starting), running streams get this long to finish; one still
+# running a few seconds before it ends with the codec's error event and counts as failed.  A
+# host's kill timeout must be longer (Fly: kill_timeout; systemd: TimeoutStopSec).
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "60"))
 keepalive = 75              # idle client connections (nginx upstream keepalive) stay open
 accesslog = "-"
 errorlog = "-"
 # gunicorn 24+ opens a control socket in $HOME by default; two gateways on one host (or a test
 # run beside a live one) would fight over it, and nothing here uses it.
 control_socket_disable = True
+
+
+def on_starting(server):
+    """SIGINT is Fly's default kill signal; gunicorn's master treats it as a quick stop that
+    kills every worker at once.  Make it the graceful stop SIGTERM is."""
+    server.handle_int = server.handle_term
 
 
 def post_worker_init(worker):

@@ -14,7 +14,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as config_mod
-from . import errors, keys, plans
+from . import capacity, errors, keys, plans
 from .account import Account, ModelDiscovery
 from .catalog import Catalog, prefixed
 from .conversations import ConversationStore
@@ -55,6 +55,7 @@ class Gateway:
         else:
             self.route = cli if cc["mode"] == "cli" else provider
         self.usage = UsageStore(cfg["usage_file"])
+        self.slots = capacity.current = capacity.Slots(cfg["stream_slots"])
         self.conversations = ConversationStore(
             os.path.join(state_dir, "state.sqlite3"), cfg["responses_ttl_days"],
             cfg["responses_max_mb"]) if cfg["store_responses"] else None

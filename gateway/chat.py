@@ -38,22 +38,29 @@ def open_events(gw, req: ChatRequest, environ: dict):
 
     Returns an iterator of canonical events (and :data:`relay.HEARTBEAT` markers).
     """
-    stream = gw.route.open(normalize(req), environ.get(keys.UPSTREAM_KEY))
-    events = relay.pump(stream, gw.keepalive_interval, relay.client_gone_checker(environ))
+    normalize(req)
+    slot = gw.slots.take()          # AtCapacity (503) at once when this worker is full
     try:
+        stream = gw.route.open(req, environ.get(keys.UPSTREAM_KEY))
+        events = relay.pump(stream, gw.keepalive_interval, relay.client_gone_checker(environ))
         first = next(events)
     except StopIteration:
+        slot.release()
         _record(gw, req, None, True, environ)
         raise errors.UpstreamError("Command Code closed the stream without answering") from None
     except errors.GatewayError:
+        slot.release()
         _record(gw, req, None, True, environ)
         raise
-    return itertools.chain((first,), events), events
+    except BaseException:
+        slot.release()
+        raise
+    return itertools.chain((first,), events), events, slot
 
 
 def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
     """An SSE response relaying ``req``'s events through ``encoder`` as they arrive."""
-    events, source = open_events(gw, req, environ)
+    events, source, slot = open_events(gw, req, environ)
 
     def generate():
         recorded = False
@@ -78,16 +85,19 @@ def stream_response(gw, req: ChatRequest, encoder, environ: dict) -> Response:
                                                      "stream", code="gateway_error"))
         finally:
             source.close()      # stops the reader (and upstream) if the client left early
+            slot.release()
             if not recorded:
                 _record(gw, req, None, True, environ)
 
-    return Response(stream_with_context(generate()), mimetype="text/event-stream",
+    resp = Response(stream_with_context(generate()), mimetype="text/event-stream",
                     headers=SSE_HEADERS)
+    resp.call_on_close(slot.release)        # also when the body is never iterated
+    return resp
 
 
 def collect(gw, req: ChatRequest, environ: dict) -> list:
     """Every event of ``req``'s answer, for a non-streamed response; raise on any failure."""
-    events, source = open_events(gw, req, environ)
+    events, source, slot = open_events(gw, req, environ)
     out, usage, failed = [], None, True
     try:
         for ev in events:
@@ -99,5 +109,6 @@ def collect(gw, req: ChatRequest, environ: dict) -> list:
                 return out
     finally:
         source.close()
+        slot.release()
         _record(gw, req, usage, failed, environ)
     raise errors.UpstreamError("the client went away before the answer was complete")

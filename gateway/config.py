@@ -50,6 +50,7 @@ DEFAULTS: dict = {
     "remote_image_max_mb": 10,
     "remote_image_timeout": 10.0,
     "keepalive_interval": 15.0,     # seconds of upstream silence between SSE keep-alives
+    "stream_slots": 160,            # model calls one worker relays at once; past that: 503
     "max_body_mb": 50,              # request body limit (base64 images are large)
     "cors_origins": "*",            # Access-Control-Allow-Origin; "" disables CORS headers
     "log_level": "info",
@@ -88,6 +89,7 @@ _SCHEMA: dict = {
     "remote_image_max_mb": _NUMBER,
     "remote_image_timeout": _NUMBER,
     "keepalive_interval": _NUMBER,
+    "stream_slots": int,
     "max_body_mb": _NUMBER,
     "cors_origins": str,
     "log_level": str,
@@ -316,6 +318,13 @@ def load(env=os.environ) -> dict:
         except ValueError:
             raise ConfigError("environment: PORT must be an integer") from None
         _check_port(cfg["port"], "environment: PORT")
+    if env.get("GATEWAY_THREADS"):          # streams per worker, as the PaaS variable says
+        try:
+            cfg["stream_slots"] = int(env["GATEWAY_THREADS"])
+        except ValueError:
+            raise ConfigError("environment: GATEWAY_THREADS must be an integer") from None
+    if cfg["stream_slots"] < 1:
+        raise ConfigError("stream_slots (or GATEWAY_THREADS) must be at least 1")
     if not local_keys(cfg):
         cfg["api_keys"] = [_ensure_local_key(path)]
     cfg["usage_file"] = os.path.join(os.path.dirname(path), cfg["usage_file"])

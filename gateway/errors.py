@@ -97,6 +97,24 @@ class NotConfigured(GatewayError):
     anthropic_type = "api_error"
 
 
+class AtCapacity(GatewayError):
+    """503: every stream slot of this worker is busy; retry shortly (Retry-After)."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    default_code = "gateway_at_capacity"
+
+
+class ShuttingDown(GatewayError):
+    """503: the worker is stopping and this answer could not finish before its deadline."""
+
+    status = 503
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+    default_code = "gateway_restarting"
+
+
 class UpstreamError(GatewayError):
     """502: Command Code failed, answered something we cannot use, or cut the stream short."""
 
@@ -156,7 +174,7 @@ def envelope(err: GatewayError, flavor: str = OPENAI) -> dict:
             body["type"] = "usage_limit_reached"
             if err.retry_after is not None:
                 body["resets_at"] = int(time.time()) + err.retry_after
-        elif isinstance(err, Overloaded):
+        elif isinstance(err, (Overloaded, AtCapacity)):
             body["code"] = "server_is_overloaded"
     return {"error": body}
 

@@ -15,10 +15,16 @@ import socket
 import threading
 import time
 
+from . import errors
 from .canonical import Finish
 
 #: Yielded by :func:`pump` after ``interval`` seconds without upstream events.
 HEARTBEAT = object()
+
+#: When this worker must have ended every relay (``time.monotonic()``), set by the worker when
+#: it is told to stop: a stream still running then ends with the codec's error event and counts
+#: as failed, instead of being cut mid-chunk when gunicorn's graceful timeout kills the process.
+stop_by: float = float("inf")
 _END = object()
 _POLL = 1.0     # how often a silent stream checks whether the client is still there
 #: how often a flowing one does: a whole (non-streamed) answer writes nothing to the client
@@ -108,6 +114,9 @@ def pump(stream, interval: float, client_gone=None):
     finished = False
     try:
         while True:
+            if time.monotonic() >= stop_by:
+                raise errors.ShuttingDown("the gateway is restarting and could not finish this "
+                                          "answer in time; send the request again")
             try:
                 item = q.get(timeout=wait)
             except queue.Empty:

@@ -128,12 +128,13 @@ def gateway(fake_server, tmp_path_factory):
     assert "Traceback" not in server.log(), server.log()
 
 
-def start_gateway(fake_server, tmp_path_factory, name: str, **overrides) -> "Gunicorn":
+def start_gateway(fake_server, tmp_path_factory, name: str, workers: int = 2,
+                  **overrides) -> "Gunicorn":
     """A gunicorn (2 gthread workers) configured with ``gateway_config`` plus ``overrides``."""
     folder = tmp_path_factory.mktemp(name)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(gateway_config(fake_server.url, folder, **overrides)))
-    server = Gunicorn(str(path), free_port()).wait_ready()
+    server = Gunicorn(str(path), free_port(), workers=workers).wait_ready()
     server.folder = folder
     server.usage_file = str(folder / "usage.json")
     return server
