@@ -7,8 +7,8 @@ behind whole streams -- 6 s for the median client at twice the capacity, measure
 ``stream_slots`` (gunicorn runs that many threads plus a reserve, so the service endpoints
 always find a thread), and a call past the limit is answered at once with 503 and
 ``Retry-After``: SDKs retry it, load balancers move on.  The count is per worker process; the
-worker class also stops accepting connections while its slots are full, so new connections go
-to a worker with room.
+worker class (gateway/worker.py) reads the :class:`Board` the workers share to let a worker
+with more room take new connections.
 """
 from __future__ import annotations
 

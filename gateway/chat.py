@@ -40,21 +40,21 @@ def open_events(gw, req: ChatRequest, environ: dict):
     """
     normalize(req)
     slot = gw.slots.take()          # AtCapacity (503) at once when this worker is full
+    opened = False
     try:
         stream = gw.route.open(req, environ.get(keys.UPSTREAM_KEY))
         events = relay.pump(stream, gw.keepalive_interval, relay.client_gone_checker(environ))
         first = next(events)
+        opened = True
     except StopIteration:
-        slot.release()
         _record(gw, req, None, True, environ)
         raise errors.UpstreamError("Command Code closed the stream without answering") from None
     except errors.GatewayError:
-        slot.release()
         _record(gw, req, None, True, environ)
         raise
-    except BaseException:
-        slot.release()
-        raise
+    finally:
+        if not opened:
+            slot.release()
     return itertools.chain((first,), events), events, slot
 
 

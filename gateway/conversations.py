@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 
 log = logging.getLogger("gateway.conversations")
 
@@ -94,18 +95,12 @@ class ConversationStore:
         now = time.time()
         own = [i for i in input_items[own_from:] + response["output"]
                if isinstance(i, dict) and isinstance(i.get("id"), str)]
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             self._put("responses", response["id"],
                       {"response": response, "input": input_items, "own_from": own_from}, now)
             db.executemany("INSERT OR REPLACE INTO items (id, created, expires, data) "
                            "VALUES (?,?,?,?)", [(i["id"], now, now + self.ttl, _dumps(i))
                                                 for i in own])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._count_write(now)
 
     def get_item(self, item_id: str) -> dict | None:
@@ -146,17 +141,23 @@ class ConversationStore:
         if entry is None:
             return False
         own = entry["input"][entry.get("own_from", 0):] + entry["response"]["output"]
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
             db.executemany("DELETE FROM items WHERE id = ?",
                            [(i["id"],) for i in own if isinstance(i, dict) and i.get("id")])
+        return True
+
+    @contextmanager
+    def _transaction(self):
+        """One write transaction: a response and its items go in (or out) together."""
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return True
 
     def prune(self, now: float | None = None) -> None:
         """Drop expired rows; past the size cap, the oldest tenth of the rest as well."""

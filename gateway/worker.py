@@ -99,8 +99,8 @@ class GatewayWorker(JsonErrorWorker):
     keep-alives) that sees, on the board the workers share (:class:`capacity.Board`), another
     worker serving fewer, stops accepting for ``_PAUSE`` seconds: that worker takes the waiting
     connection meanwhile.  If it is still waiting after ``_MAX_PAUSES`` pauses, the other one
-    cannot take it, and this one accepts it after all: its reserve threads answer /health at once and a
-    model call gets its 503 if it is full.
+    cannot take it, and this one accepts it after all: its reserve threads answer /health at
+    once and a model call gets its 503 if it is full.
     """
 
     _NEAR_FULL = 8
@@ -110,7 +110,13 @@ class GatewayWorker(JsonErrorWorker):
     def __init__(self, *args, **kwargs):
         self._paused_until = 0.0
         self._waited = 0           # pauses in a row for the connection now waiting
+        self._listeners_closed = False
         super().__init__(*args, **kwargs)
+
+    @property
+    def _serving(self) -> int:
+        """Connections being served: every open one but the idle keep-alives."""
+        return self.nr_conns - len(self.keepalived_conns)
 
     @property
     def worker_connections(self):
@@ -125,12 +131,12 @@ class GatewayWorker(JsonErrorWorker):
         """The loop's heartbeat (every event batch, at least once a second): also publish how
         many connections this worker serves, for the others' accept decisions."""
         super().notify()
-        capacity.board.publish(self.nr_conns - len(self.keepalived_conns))
+        capacity.board.publish(self._serving)
 
     def accept(self, listener):
         slots = capacity.current
         if slots is not None:
-            active = self.nr_conns - len(self.keepalived_conns)
+            active = self._serving
             capacity.board.publish(active)
             if active >= slots.limit - self._NEAR_FULL and self._waited < self._MAX_PAUSES:
                 other = capacity.board.least_other()
@@ -169,6 +175,6 @@ class GatewayWorker(JsonErrorWorker):
     def set_accept_enabled(self, enabled):
         """Never again once the listeners are closed (a stop can come while the worker boots,
         before its loop has enabled accepting)."""
-        if enabled and getattr(self, "_listeners_closed", False):
+        if enabled and self._listeners_closed:
             return
         super().set_accept_enabled(enabled)
