@@ -73,3 +73,13 @@ def test_stopping_refuses_new_connections_and_ends_streams_properly(fake_server,
     usage = json.loads((tmp_path / "usage.json").read_text())
     assert (usage["total_requests"], usage["failed_requests"]) == (2, 1)
     assert "Traceback" not in server.log()
+
+
+def test_a_whole_answer_caught_by_the_stop_deadline_is_a_503(fake, tmp_path, monkeypatch):
+    """Not streamed, there is no event to end with: the client gets 503 gateway_restarting."""
+    from gateway import create_app, relay
+    c = create_app(gateway_config(fake.url, tmp_path)).test_client()
+    monkeypatch.setattr(relay, "stop_by", time.monotonic())     # the deadline has passed
+    r = c.post("/v1/chat/completions", headers={"Authorization": f"Bearer {LOCAL_KEY}"},
+               json={"model": FLASH, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 503 and r.json["error"]["code"] == "gateway_restarting"
