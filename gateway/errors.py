@@ -75,6 +75,15 @@ class MethodNotAllowed(GatewayError):
     anthropic_type = "invalid_request_error"
 
 
+class RequestTimeout(GatewayError):
+    """408: the client stopped sending its request before it was complete."""
+
+    status = 408
+    openai_type = "invalid_request_error"
+    anthropic_type = "timeout_error"
+    default_code = "request_timeout"
+
+
 class RequestTooLarge(GatewayError):
     status = 413
     openai_type = "invalid_request_error"

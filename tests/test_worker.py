@@ -111,3 +111,175 @@ def test_the_gateway_keeps_serving_and_logs_no_traceback(gateway):
     assert "Traceback" not in log
     assert "Using worker: gateway.worker." in log        # JsonErrorWorker or a subclass
     assert re.search(r"WARNING\] Invalid request from ip=127\.0\.0\.1: ", log)
+
+
+# -- stalled and slow clients (gateway/arrival.py) ------------------------------------------
+
+from concurrent.futures import ThreadPoolExecutor      # noqa: E402
+import json                                            # noqa: E402
+import resource                                        # noqa: E402
+import socket                                          # noqa: E402
+import time                                            # noqa: E402
+
+from gateway import arrival                            # noqa: E402
+from tests.conftest import start_gateway               # noqa: E402
+
+FLASH = "deepseek/deepseek-v4-flash"
+AUTH = {"Authorization": f"Bearer {LOCAL_KEY}"}
+CHAT = json.dumps({"model": FLASH, "messages": [{"role": "user", "content": "hi"}]}).encode()
+STALLS = [                      # what a stalled client sent before it stopped
+    b"",                                                                # nothing at all
+    b"POST /v1/chat/completions HTT",                                   # half a request line
+    POST + b"Content-Type: application/js",                             # half the headers
+    POST + b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT[:10],       # half the body
+]
+
+
+@pytest.fixture(scope="module")
+def exposed(fake_server, tmp_path_factory):
+    """A gateway of its own: these tests hold hundreds of its connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))
+    server = start_gateway(fake_server, tmp_path_factory, "exposed")
+    yield server
+    server.stop()
+
+
+def read_all(sock: socket.socket, timeout: float = 15.0) -> bytes:
+    sock.settimeout(timeout)
+    raw = b""
+    try:
+        while chunk := sock.recv(65536):
+            raw += chunk
+    except ConnectionResetError:
+        pass
+    return raw
+
+
+def test_500_stalled_connections_do_not_stop_health_or_model_calls(exposed, fake):
+    socks = []
+    for i in range(500):
+        sock = socket.create_connection(("127.0.0.1", exposed.port), timeout=10)
+        sock.sendall(STALLS[i % len(STALLS)])
+        socks.append(sock)
+    try:
+        time.sleep(0.5)                 # every one of them is in the gateway's hands now
+        for _ in range(5):
+            started = time.monotonic()
+            r = requests.get(exposed.url + "/health", timeout=5)
+            assert r.json() == {"status": "ok"} and time.monotonic() - started < 1
+        r = requests.post(exposed.url + "/v1/chat/completions", headers=AUTH, timeout=10,
+                          json={"model": FLASH, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+        with requests.post(exposed.url + "/v1/chat/completions", headers=AUTH, timeout=10,
+                           stream=True, json={"model": FLASH, "stream": True, "messages": [
+                               {"role": "user", "content": "hi"}]}) as r:
+            assert r.status_code == 200 and b"data: [DONE]" in b"".join(r.iter_content(None))
+        # then each is dropped: those that began a request with a 408 in JSON first
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(read_all, socks))
+    finally:
+        for sock in socks:
+            sock.close()
+    for i, raw in enumerate(answers):
+        if not STALLS[i % len(STALLS)]:
+            assert raw == b""
+            continue
+        r = raw_http.parse(raw)
+        assert r.status == 408 and r.headers["connection"] == "close", raw[:300]
+        assert r.json()["error"]["code"] == "request_timeout"
+    log = exposed.log()
+    assert log.count("did not arrive in time") >= 375 and "Traceback" not in log
+    assert requests.get(exposed.url + "/health", timeout=5).ok
+
+
+def _send_then_stop(port: int, data: bytes) -> tuple[float, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(data)
+        started = time.monotonic()
+        raw = read_all(sock, 20)
+    return time.monotonic() - started, raw
+
+
+ANTHROPIC = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + LOCAL_KEY.encode() + b"\r\n"
+BODY_STALLS = [   # (name, what was sent before the client stopped, status, envelope)
+    ("a long body, past what the main loop gathers",
+     POST + b"Content-Length: 1000000\r\n\r\n{" + b" " * (arrival.BODY_MAX + 50_000), "openai"),
+    ("a chunked body", POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"mod", "openai"),
+    ("a long Anthropic body",
+     ANTHROPIC + b"Content-Length: 1000000\r\n\r\n{" + b" " * (arrival.BODY_MAX + 50_000),
+     "anthropic"),
+    ("a chunked Anthropic body", ANTHROPIC + b"Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+     "anthropic"),
+    ("a short body, gathered in the main loop", POST + b"Content-Length: 100\r\n\r\n{",
+     "openai"),
+]
+
+
+def test_a_body_that_stops_gets_408_in_the_callers_envelope(exposed):
+    with ThreadPoolExecutor(len(BODY_STALLS)) as pool:
+        results = list(pool.map(lambda case: _send_then_stop(exposed.port, case[1]), BODY_STALLS))
+    for (name, _, envelope), (waited, raw) in zip(BODY_STALLS, results):
+        r = raw_http.parse(raw)
+        assert r.status == 408, (name, raw[:300])
+        assert arrival.BODY_GRACE - 0.5 < waited < arrival.BODY_GRACE + 3, name
+        body = r.json()
+        if envelope == "anthropic":
+            assert body["type"] == "error" and body["error"]["type"] == "timeout_error", name
+        else:
+            assert body["error"]["code"] == "request_timeout", name
+        assert raw.count(b"HTTP/1.1 ") == 1
+    assert "Traceback" not in exposed.log()
+
+
+def _trickle(sock: socket.socket, data: bytes, pieces: int, seconds: float) -> None:
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        sock.sendall(data[start:start + size])
+        time.sleep(seconds / pieces)
+
+
+def _slow_head(port: int) -> raw_http.RawResponse:
+    """The request line and headers a byte at a time over about a second."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        _trickle(sock, GET + b"Connection: close\r\n\r\n", 50, 1.0)
+        return raw_http.parse(read_all(sock))
+
+
+def _slow_body(port: int) -> raw_http.RawResponse:
+    """A 400 KB body at about 80 KB/s, five times the minimum rate: a slow link."""
+    body = json.dumps({"model": FLASH, "messages": [
+        {"role": "user", "content": "hi " + "x" * 400_000}]}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(POST + b"Content-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        _trickle(sock, body, 50, 5.0)
+        return raw_http.parse(read_all(sock))
+
+
+def _kept_alive(port: int) -> tuple[raw_http.RawResponse, raw_http.RawResponse]:
+    """Two requests on one connection, the second after a pause and in two pieces."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(GET + b"\r\n")
+        first = b""
+        while b"\r\n\r\n" not in first or len(raw_http.parse(first).body) < int(
+                raw_http.parse(first).headers["content-length"]):
+            first += sock.recv(65536)
+        time.sleep(2)
+        sock.sendall(GET[:20])
+        time.sleep(1)
+        sock.sendall(GET[20:] + b"Connection: close\r\n\r\n")
+        return raw_http.parse(first), raw_http.parse(read_all(sock))
+
+
+def test_slow_but_steady_clients_are_served(exposed):
+    with ThreadPoolExecutor(3) as pool:
+        head, body, kept = pool.submit(_slow_head, exposed.port), \
+            pool.submit(_slow_body, exposed.port), pool.submit(_kept_alive, exposed.port)
+        assert head.result().json() == {"status": "ok"}
+        r = body.result()
+        assert r.status == 200, r.raw[:300]
+        assert r.json()["choices"][0]["message"]["content"]
+        first, second = kept.result()
+        assert first.json() == second.json() == {"status": "ok"}

@@ -21,7 +21,10 @@ def json_body():
 def _read_body() -> bytes:
     try:
         data = request.get_data(cache=False)
-    except ClientDisconnected:
+    except ClientDisconnected as exc:
+        if isinstance(exc.__context__, TimeoutError):   # the worker's pace (gateway/arrival.py)
+            raise errors.RequestTimeout("the request body arrived too slowly: the gateway "
+                                        "stopped waiting for it") from None
         raise errors.InvalidRequest("the request body ended before it was complete") from None
     except HTTPException:
         raise                   # 413 over max_body_mb
