@@ -294,6 +294,87 @@ def test_kill_9_never_leaves_a_half_written_file(tmp_path):
     assert {n for n in os.listdir(tmp_path) if n.endswith(".tmp")} == set()   # tidied by the new store
 
 
+STORM_WRITERS = 4
+
+
+def _acking_writer(path: str, acks: str) -> None:
+    """Record without end; after each record returns, append a byte to ``acks``: what a client
+    would have seen as a finished request."""
+    store = UsageStore(path)
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    while True:
+        store.record(MODELS[0], Usage(1, 1))
+        os.write(fd, b".")
+
+
+def test_a_kill_9_storm_loses_no_acknowledged_increment(tmp_path):
+    """Four writers at once, one of them killed -9 at a random moment every few milliseconds
+    and replaced, for about five seconds: every record that returned is in the file, and at
+    most one more per kill (killed after its write, before its acknowledgement)."""
+    path = str(tmp_path / "usage.json")
+    rng = random.Random(99)
+    procs, kills, n = [], 0, 0
+
+    def start():
+        nonlocal n
+        p = FORK.Process(target=_acking_writer, args=(path, str(tmp_path / f"acks-{n}")),
+                         daemon=True)
+        p.start()
+        procs.append(p)
+        n += 1
+
+    for _ in range(STORM_WRITERS):
+        start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.002, 0.04))
+        victim = procs.pop(rng.randrange(len(procs)))
+        victim.kill()
+        victim.join(10)
+        assert victim.exitcode == -9
+        kills += 1
+        start()
+    for p in procs:                      # the survivors are killed too: the storm's last kills
+        p.kill()
+        p.join(10)
+    kills += len(procs)
+
+    acked = sum(os.path.getsize(tmp_path / f"acks-{i}") for i in range(n))
+    data = UsageStore(path).read()
+    assert_well_formed(data)
+    print(f"kill -9 storm: {kills} kills, {acked} acknowledged, {data['total_requests']} in the file")
+    assert kills >= 50 and acked >= 100, (kills, acked)
+    assert acked <= data["total_requests"] <= acked + kills
+    assert data["prompt_tokens"] == data["total_requests"]
+    assert not [name for name in os.listdir(tmp_path) if ".corrupt-" in name]
+
+
+def test_a_real_read_only_then_full_disk_loses_nothing(tmp_path):
+    """The kernel's own EROFS and ENOSPC (tests/usage_disk_faults.py mounts a 256 KB tmpfs in a
+    user namespace, remounts it read-only, then fills it): nothing lost, nothing counted twice,
+    one log line as each fault starts and one as it ends, and the files stay mode 0600."""
+    import subprocess
+    import sys
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    script = os.path.join(os.path.dirname(__file__), "usage_disk_faults.py")
+    run = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable,
+                          script, str(folder)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["writable"] == 3
+    assert seen["read_only"] == 3 and seen["read_only_seen_by_store"] == 7
+    assert seen["after_read_only"] == 7
+    assert seen["full"] == 7 and seen["full_seen_by_store"] == 12
+    assert seen["after_full"] == 12 and seen["final"] == 13
+    assert seen["files"] == ["usage.json", "usage.json.lock"]        # no temp file left behind
+    assert set(seen["modes"].values()) == {"0o600"}
+    log = seen["log"]
+    assert len(log) == 4, log
+    assert "Read-only file system" in log[0] and "can be written again: 4 requests" in log[1]
+    assert "No space left on device" in log[2] and "can be written again: 5 requests" in log[3]
+
+
 # ---- 4. corrupt file ---------------------------------------------------------------------------
 
 
