@@ -24,6 +24,10 @@ worker_class = "gateway.worker.GatewayWorker"     # gthread: JSON parse errors, 
 # gateway/capacity.py), plus a reserve of threads so /health, /v1/models and /usage always
 # answer, even when every slot is busy
 threads = _cfg["stream_slots"] + _capacity.RESERVED_THREADS
+# connections one worker holds open: served, kept alive, or still sending their request (those
+# wait in the main loop, costing a file descriptor and a small buffer, not a thread: see
+# gateway/arrival.py); past this the worker stops accepting until some close
+worker_connections = 4000
 timeout = 60                # worker heartbeat, not a request limit (see above)
 # on SIGTERM (and SIGINT, see on_starting), running streams get this long to finish; one still
 # running a few seconds before it ends with the codec's error event and counts as failed.  A
