@@ -1,7 +1,10 @@
 """Transport: the one HTTP connection pool per worker process, and raw streaming reads.
 
-Kept apart from translation (which never touches sockets) and from session policy decisions
-made elsewhere.  Policy here is deliberately small:
+It only moves bytes: it knows nothing of Command Code's formats, nor of what a client is told
+when something fails.  What goes wrong is raised as one of the neutral exceptions below
+(:class:`TransportError` and its kinds), mapped from requests' and urllib3's by class in one
+table; the routes turn them into what a client sees, in Command Code's words.
+Policy here is deliberately small:
 
 * one ``requests.Session`` per process, created after gunicorn forks, so connections to Command
   Code are reused across requests and never shared between processes;
@@ -17,7 +20,6 @@ made elsewhere.  Policy here is deliberately small:
 from __future__ import annotations
 
 import os
-import socket
 import threading
 
 import requests
@@ -25,12 +27,97 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import errors
-from .upstream import failures
-
 _ERROR_BODY_LIMIT = 64 * 1024
 _READ_SIZE = 64 * 1024
 
+
+# ---- what can go wrong, in neutral terms -------------------------------------------------------
+
+class TransportError(Exception):
+    """A request or a response body that could not be moved; ``cause`` names the library's
+    exception class (for messages: the exception itself may quote a URL or a header)."""
+
+    def __init__(self, cause: str = ""):
+        super().__init__(cause)
+        self.cause = cause
+
+
+class ConnectFailed(TransportError):
+    """No HTTP answer at all (refused, DNS, TLS, reset before the headers); ``where`` is the
+    scheme and host only, never the path or query."""
+
+    def __init__(self, cause: str, where: str):
+        super().__init__(cause)
+        self.where = where
+
+
+class TimedOut(TransportError):
+    """Nothing arrived for longer than the timeout (before the headers, or inside the body)."""
+
+
+class ConnectTimedOut(TimedOut):
+    """The connection itself was not accepted in time."""
+
+
+class BrokeOff(TransportError):
+    """The body stopped arriving for a reason other than a timeout (reset, bad chunking...)."""
+
+
+class StatusError(TransportError):
+    """An answer whose status is not 2xx; ``body`` is at most 64 KiB of it (maybe empty)."""
+
+    def __init__(self, status: int, body: bytes):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+class NotJSON(TransportError):
+    """A 2xx answer to :meth:`Transport.get_json` that does not parse as JSON; ``path`` is the
+    URL's path (without scheme and host)."""
+
+    def __init__(self, path: str):
+        super().__init__("not JSON")
+        self.path = path
+
+
+#: requests' and urllib3's failures -> ours, by class; first row wins.  Each row is tested
+#: against the whole chain of wrapped exceptions: requests wraps urllib3's inside a
+#: ConnectionError(MaxRetryError(reason)), so with ``read=0`` retries an upstream that accepts
+#: and never answers comes back as a "ConnectionError" whose reason is a read timeout.
+#: Whatever no row matches is the caller's ``otherwise`` (ConnectFailed or BrokeOff).
+_FAILURES: tuple[tuple[tuple[type[BaseException], ...], type[TransportError]], ...] = (
+    ((requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError), ConnectTimedOut),
+    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError), TimedOut),
+)
+
+
+def _chain(exc: BaseException):
+    """``exc`` and what it wraps: MaxRetryError's reason, the first argument, the causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException) and exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        exc = inner if isinstance(inner, BaseException) else (exc.__cause__ or exc.__context__)
+
+
+def _neutral(exc: BaseException, otherwise: type[TransportError], *args) -> TransportError:
+    """Our exception for ``exc``: the first :data:`_FAILURES` row it matches, else ``otherwise``."""
+    chain = list(_chain(exc))
+    for classes, ours in _FAILURES:
+        if any(isinstance(e, classes) for e in chain):
+            return ours(type(exc).__name__)
+    return otherwise(type(exc).__name__, *args)
+
+
+def _host(url: str) -> str:
+    return "/".join(url.split("/", 3)[:3])
+
+
+# ---- the pool ----------------------------------------------------------------------------------
 
 class Transport:
     """Sends requests to Command Code and hands back raw streaming responses."""
@@ -76,9 +163,10 @@ class Transport:
         return prep
 
     def post_stream(self, url: str, headers: dict, body: bytes) -> requests.Response:
-        """POST and return the open response once its headers arrived; raise on any failure.
+        """POST and return the open response once its headers arrived.
 
-        A non-2xx answer is read (at most 64 KiB) and turned into the matching GatewayError.
+        Raises :class:`StatusError` for a non-2xx answer (its body read, at most 64 KiB), else
+        :class:`ConnectTimedOut`, :class:`TimedOut` or :class:`ConnectFailed`.
         """
         self.session                # (re)built in this process before its adapter is used
         prep = self._prepare(url, headers, body)
@@ -86,7 +174,7 @@ class Transport:
             resp = self._adapter.send(prep, stream=True, timeout=self.timeout,
                                       proxies=self._proxies)
         except requests.exceptions.RequestException as exc:
-            raise _unreachable(exc, url) from None
+            raise _neutral(exc, ConnectFailed, _host(url)) from None
         if resp.status_code >= 300:
             try:
                 body = resp.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
@@ -94,80 +182,32 @@ class Transport:
                 body = b""
             finally:
                 resp.close()
-            raise failures.from_http(resp.status_code, body)
+            raise StatusError(resp.status_code, body)
         return resp
 
     def get_json(self, url: str, headers: dict, timeout: float = 10.0):
-        """GET a small JSON document (account and model-list endpoints; not the hot path)."""
+        """GET a small JSON document (account and model-list endpoints; not the hot path).
+
+        Raises as :meth:`post_stream` does, or :class:`NotJSON`.
+        """
         try:
             resp = self.session.get(url, headers=headers, timeout=(self.timeout[0], timeout))
         except requests.exceptions.RequestException as exc:
-            raise _unreachable(exc, url) from None
+            raise _neutral(exc, ConnectFailed, _host(url)) from None
         with resp:
             if resp.status_code >= 300:
-                raise failures.from_http(resp.status_code, resp.content[:_ERROR_BODY_LIMIT])
+                raise StatusError(resp.status_code, resp.content[:_ERROR_BODY_LIMIT])
             try:
                 return resp.json()
             except ValueError:
-                raise errors.UpstreamError(f"Command Code answered {url.split('/', 3)[-1]} "
-                                           "with something that is not JSON") from None
-
-
-#: What a request that got no HTTP answer means, by the class of the innermost exception
-#: (requests wraps urllib3's inside a ConnectionError(MaxRetryError(reason)): with ``read=0``
-#: retries an upstream that accepts and never answers comes back as a "ConnectionError" whose
-#: reason is a read timeout).  First match wins.
-_NO_ANSWER = (
-    ((requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError),
-     errors.UpstreamTimeout, "Command Code did not accept the connection in time"),
-    ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError),
-     errors.UpstreamTimeout, "Command Code did not answer in time"),
-)
-
-
-def _reasons(exc: BaseException):
-    """``exc`` and what it wraps: MaxRetryError's reason, the first argument, the causes."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        inner = getattr(exc, "reason", None)
-        if not isinstance(inner, BaseException) and exc.args and isinstance(exc.args[0], BaseException):
-            inner = exc.args[0]
-        exc = inner if isinstance(inner, BaseException) else (exc.__cause__ or exc.__context__)
-
-
-def _unreachable(exc: requests.exceptions.RequestException, url: str) -> errors.GatewayError:
-    """The gateway error for a request that got no HTTP answer (never names more than the host)."""
-    for classes, error, message in _NO_ANSWER:
-        if any(isinstance(e, classes) for e in _reasons(exc)):
-            return error(message)
-    where = "/".join(url.split("/", 3)[:3])
-    return errors.UpstreamError(f"cannot reach Command Code at {where} ({type(exc).__name__})")
-
-
-def iter_events(resp: requests.Response, decoder):
-    """Lists of canonical events from ``resp``'s body through ``decoder`` (``feed``/``end``/
-    ``done``), one list per network read that completed an event; the response is closed after.
-
-    After the final event the body is still read to its end, so the connection goes back to
-    the pool instead of being dropped.
-    """
-    try:
-        for chunk in iter_chunks(resp):
-            events = decoder.feed(chunk)
-            if events:
-                yield events
-        if not decoder.done:
-            events = decoder.end()
-            if events:
-                yield events
-    finally:
-        resp.close()
+                raise NotJSON(url.split("/", 3)[-1]) from None
 
 
 def iter_chunks(resp: requests.Response):
-    """Yield body bytes as they arrive (one socket read each), never waiting to fill a buffer."""
+    """Yield body bytes as they arrive (one socket read each), never waiting to fill a buffer.
+
+    Raises :class:`TimedOut` when the body went silent too long, else :class:`BrokeOff`.
+    """
     raw = resp.raw
     try:
         while True:
@@ -175,11 +215,8 @@ def iter_chunks(resp: requests.Response):
             if not chunk:
                 return
             yield chunk
-    except Exception as exc:
-        if any(isinstance(e, _NO_ANSWER[1][0]) for e in _reasons(exc)):
-            raise errors.UpstreamTimeout("Command Code went silent for longer than "
-                                         "commandcode.idle_timeout") from None
-        raise errors.UpstreamError(f"the Command Code stream broke off ({type(exc).__name__})") from None
+    except Exception as exc:        # whatever a broken body raises (urllib3, socket, or a close)
+        raise _neutral(exc, BrokeOff) from None
 
 
 def abort(resp: requests.Response) -> None:

@@ -189,3 +189,97 @@ args = [{json.dumps(LOCAL_KEY)}]
     assert [lv["effort"] for lv in flash["supported_reasoning_levels"]] == ["high", "max"]
     assert flash["context_window"] == 1000000 and flash["input_modalities"] == ["text"]
     assert seen["moonshotai/Kimi-K3"]["input_modalities"] == ["text", "image"]
+
+
+# ---- catalog: the Provider API's model list --------------------------------------------------------
+# (moved from test_provider_wire.py)
+
+from gateway.catalog import prefixed  # noqa: E402
+from tests.wire_fixtures import CATALOG, FLASH, GLM_FLASH, SONNET, HAIKU  # noqa: E402
+
+UPSTREAM_MODELS = [
+    {"id": "deepseek/deepseek-v4-flash", "name": "DeepSeek V4 Flash", "context_length": 2000000,
+     "max_output_tokens": 384000, "supported_endpoints": ["/v1/chat/completions"]},
+    {"id": "claude-sonnet-5", "name": "Claude Sonnet 5", "context_length": 1000000,
+     "supported_endpoints": ["/v1/messages"]},
+    {"id": "z-ai/glm-5.3-flash", "context_length": 0, "max_output_tokens": None},
+    {"id": "newlab/model-x", "name": "X", "context_length": 128000, "max_output_tokens": 8192},
+    {"id": "newlab/model-y"},
+    {"id": "newlab/odd-numbers", "context_length": True, "max_output_tokens": -5},
+    {"id": "newlab/float", "context_length": 1000.5, "max_output_tokens": "8192"},
+    {"id": ""}, {"id": 5}, {"name": "no id"}, "junk", None,
+]
+
+
+def test_with_upstream_updates_known_models_and_adds_unknown_ones():
+    base = Catalog.load()
+    merged = base.with_upstream(UPSTREAM_MODELS)
+    flash = merged.resolve("deepseek/deepseek-v4-flash")
+    assert flash == Model("deepseek/deepseek-v4-flash", False, ("high", "max"), 2000000, 384000, "go")
+    assert merged.resolve("claude-sonnet-5") == SONNET                  # nothing new to take
+    assert merged.resolve("z-ai/glm-5.3-flash") == GLM_FLASH            # invalid numbers ignored
+    assert merged.resolve("newlab/model-x") == Model("newlab/model-x", None, (), 128000, 8192, None)
+    assert merged.resolve("newlab/model-y") == Model("newlab/model-y", None, (), 200000, None, None)
+    assert merged.resolve("newlab/odd-numbers") == Model("newlab/odd-numbers", None, (), 200000,
+                                                         None, None)
+    assert merged.resolve("newlab/float").context == 200000
+    assert merged.resolve("newlab/float").max_output is None
+    ids = [m.id for m in merged.models]
+    assert len(ids) == len(set(ids)) == len(base.models) + 4
+    assert "" not in ids and 5 not in ids
+    # the original catalog is untouched
+    assert base.resolve("deepseek/deepseek-v4-flash") == FLASH and base.resolve("newlab/model-x") is None
+
+
+def test_with_upstream_new_models_resolve_like_the_others_and_list_their_unknowns():
+    merged = Catalog.load().with_upstream(UPSTREAM_MODELS)
+    assert merged.resolve("model-x").id == "newlab/model-x"             # short name
+    assert merged.resolve("NEWLAB/MODEL-X").id == "newlab/model-x"      # any case
+    assert merged.resolve("model-x-20260101").id == "newlab/model-x"    # date suffix
+    assert merged.resolve("claude-haiku-4-5").id == "claude-haiku-4-5-20251001"   # aliases kept
+    assert merged.resolve("newlab/model-x").as_openai() == {
+        "id": "newlab/model-x", "object": "model", "created": 0, "owned_by": "newlab",
+        "context_length": 128000, "max_output_tokens": 8192, "vision": None,
+        "reasoning_efforts": [], "min_plan": None}
+
+
+def test_with_upstream_keeps_exclude_models_and_model_map():
+    base = Catalog.load(exclude=["deepseek-v4", "Model-X"], model_map={"claude-*": "newlab/model-y"})
+    merged = base.with_upstream(UPSTREAM_MODELS)
+    ids = {m.id for m in merged.models}
+    assert "newlab/model-x" not in ids and merged.resolve("newlab/model-x") is None
+    assert "deepseek/deepseek-v4-flash" not in ids
+    assert merged.resolve("deepseek/deepseek-v4-flash") is None
+    assert merged.resolve("deepseek-v4-pro") is None
+    assert "newlab/model-y" in ids
+    assert merged.resolve("claude-anything").id == "newlab/model-y"
+    assert merged.resolve("gpt-5.5").id == "gpt-5.5"
+    assert merged.with_upstream([]).resolve("newlab/model-x") is None  # and again
+
+
+def test_with_upstream_on_an_empty_list_is_the_same_catalog():
+    merged = CATALOG.with_upstream([])
+    assert merged.models == CATALOG.models
+    assert merged.resolve("claude-haiku-4-5") == HAIKU
+
+
+@pytest.mark.parametrize("model_id, prefixes, result", [
+    ("deepseek/deepseek-v4-flash", ("deepseek",), True),
+    ("deepseek/deepseek-v4-flash", ("deepseek-v4-pro",), False),
+    ("deepseek/deepseek-v4-flash", ("deepseek/",), False),       # only the part after the last /
+    ("MiniMaxAI/MiniMax-M3", ("minimax",), True),                 # any case of the id
+    ("gpt-5.5", ("gpt-5",), True),
+    ("claude-opus-5", ("opus",), False),
+    ("claude-opus-5", ("glm", "claude-o"), True),
+    ("a/b/c-model", ("c-",), True),
+    ("deepseek/deepseek-v4-flash", (), False),
+])
+def test_prefixed(model_id, prefixes, result):
+    assert prefixed(model_id, prefixes) is result
+
+
+
+def test_with_upstream_keeps_the_catalog_spelling_of_a_known_id():
+    merged = CATALOG.with_upstream([{"id": "TENCENT/HY3", "context_length": 123456}])
+    assert [m.id for m in merged.models if m.id.lower() == "tencent/hy3"] == ["tencent/Hy3"]
+    assert merged.resolve("hy3").context == 123456

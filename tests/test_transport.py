@@ -21,11 +21,11 @@ MODEL = Catalog.load().resolve("deepseek/deepseek-v4-flash")
 
 def route(**cc) -> CliRoute:
     cfg = config.validate({"commandcode": {"api_key": "user_k", "base_url": BASE, **cc}})
-    return CliRoute(cfg, Transport(5, 30))
+    return CliRoute(Transport(5, 30), BASE, cfg["commandcode"]["cli_version"])
 
 
 def run(r: CliRoute) -> list:
-    stream = r.open(ChatRequest(MODEL, MODEL.id, [Message("user", [Text("hi")])]))
+    stream = r.open(ChatRequest(MODEL, MODEL.id, [Message("user", [Text("hi")])]), "user_k")
     return [ev for batch in stream for ev in batch]
 
 
@@ -134,8 +134,9 @@ def test_upstream_timeout_is_a_504():
 def test_no_command_code_key_is_a_503_that_says_how_to_set_it():
     cfg = config.validate({"commandcode": {"base_url": BASE}})
     with pytest.raises(errors.NotConfigured, match="COMMAND_CODE_API_KEY"):
-        CliRoute(cfg, Transport(5, 30)).open(
-            ChatRequest(MODEL, MODEL.id, [Message("user", [Text("hi")])]))
+        CliRoute(Transport(5, 30), BASE, cfg["commandcode"]["cli_version"]).open(
+            ChatRequest(MODEL, MODEL.id, [Message("user", [Text("hi")])]),
+            cfg["commandcode"]["api_key"])
 
 
 @responses.activate
@@ -198,6 +199,7 @@ def test_an_upstream_that_never_answers_is_a_504_after_idle_timeout(hung, tmp_pa
 
 
 def test_account_lookups_against_a_silent_upstream_time_out_as_504(hung):
+    from gateway.upstream.exchange import get_json
     t = Transport(connect_timeout=1, idle_timeout=5)
     with pytest.raises(errors.UpstreamTimeout):
-        t.get_json(hung.url + "/alpha/billing/credits", {}, timeout=0.3)
+        get_json(t, hung.url + "/alpha/billing/credits", {}, timeout=0.3)

@@ -10,14 +10,12 @@ blocks go back only with their signature, and extended thinking takes a token bu
 """
 from __future__ import annotations
 
-import json
-
 from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, Finish, Image,
                          Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
                          ToolResult, Usage)
-from . import failures
-from .openai_wire import tool_input
+from . import failures, wire
 from .sse import EventDecoder
+from .wire import count, tool_input
 
 PATH = "/provider/v1/messages"
 DEFAULT_MAX_TOKENS = 32000          # every current Claude model accepts at least this
@@ -67,16 +65,9 @@ def _blocks(msg) -> list[dict]:
 
 
 def _messages(req: ChatRequest) -> list[dict]:
-    out: list[dict] = []
-    for msg in req.messages:
-        role = "assistant" if msg.role == "assistant" else "user"     # results travel as user turns
-        blocks = _blocks(msg)
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+    turns = ({"role": "assistant" if msg.role == "assistant" else "user",  # results: user turns
+              "content": _blocks(msg)} for msg in req.messages)
+    out = wire.merge_turns(t for t in turns if t["content"])
     if out and out[0]["role"] != "user":
         out.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continue)"}]})
     return out
@@ -100,6 +91,16 @@ def _thinking_allowed(messages: list[dict]) -> bool:
     return last["content"][0]["type"] in ("thinking", "redacted_thinking")
 
 
+def _thinking(req: ChatRequest, messages: list[dict], max_tokens: int) -> dict | None:
+    """The ``thinking`` member for ``req``'s effort: a budget below ``max_tokens``, or None."""
+    if not (req.reasoning_effort and req.model.efforts and _thinking_allowed(messages)):
+        return None
+    budget = min(_BUDGETS.get(req.reasoning_effort, max_tokens), max_tokens - 1)
+    if budget < MIN_THINKING_BUDGET:
+        return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
 def encode(req: ChatRequest) -> dict:
     """The Messages body for ``req``."""
     max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS,
@@ -109,12 +110,9 @@ def encode(req: ChatRequest) -> dict:
     system = _system(req)
     if system:
         body["system"] = system
-    thinking = False
-    if req.reasoning_effort and req.model.efforts and _thinking_allowed(body["messages"]):
-        budget = min(_BUDGETS.get(req.reasoning_effort, max_tokens), max_tokens - 1)
-        if budget >= MIN_THINKING_BUDGET:
-            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-            thinking = True
+    thinking = _thinking(req, body["messages"], max_tokens)
+    if thinking:
+        body["thinking"] = thinking
     if req.tools and req.tool_choice != "none":
         body["tools"] = [_cached({"name": t.name, "description": t.description,
                                   "input_schema": t.input_schema}, t.cache_control)
@@ -128,10 +126,6 @@ def encode(req: ChatRequest) -> dict:
 
 
 # ---- response ----------------------------------------------------------------------------------
-
-def _int(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
 
 def _obj(v) -> dict:
     return v if isinstance(v, dict) else {}
@@ -151,64 +145,74 @@ class Decoder(EventDecoder):
         self._tool: list | None = None          # [id, name, json fragments] of the open tool_use
         self._input = self._cache_read = self._cache_write = self._output = 0
         self._reason = "end_turn"
-        self.usage = Usage()
+        self.usage = Usage()                    # the total, once message_stop arrived
 
     def _usage(self, u) -> None:
         if not isinstance(u, dict):
             return
         if "input_tokens" in u:
-            self._input = _int(u.get("input_tokens")) or self._input
-        self._cache_read = _int(u.get("cache_read_input_tokens")) or self._cache_read
-        self._cache_write = _int(u.get("cache_creation_input_tokens")) or self._cache_write
-        self._output = _int(u.get("output_tokens")) or self._output
+            self._input = count(u.get("input_tokens")) or self._input
+        self._cache_read = count(u.get("cache_read_input_tokens")) or self._cache_read
+        self._cache_write = count(u.get("cache_creation_input_tokens")) or self._cache_write
+        self._output = count(u.get("output_tokens")) or self._output
 
     def _data(self, data: bytes, events: list) -> None:
-        try:
-            ev = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(ev, dict):
-            return
-        kind = ev.get("type")
-        if kind == "content_block_delta":
-            delta = _obj(ev.get("delta"))
-            dtype = delta.get("type")
-            if dtype == "text_delta" and delta.get("text"):
-                events.append(TextDelta(delta["text"]))
-            elif dtype == "thinking_delta" and delta.get("thinking"):
-                events.append(ReasoningDelta(delta["thinking"]))
-            elif dtype == "signature_delta" and delta.get("signature"):
-                events.append(ReasoningDelta("", delta["signature"]))
-            elif dtype == "input_json_delta" and self._tool is not None:
-                self._tool[2].append(delta.get("partial_json") or "")
-        elif kind == "content_block_start":
-            block = _obj(ev.get("content_block"))
-            if block.get("type") == "tool_use":
-                self._tool = [str(block.get("id") or ""), str(block.get("name") or ""), []]
-                if block.get("input"):
-                    self._tool[2].append(json.dumps(block["input"]))
-            elif block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
-                events.append(TextDelta(block["text"]))
-            elif block.get("type") == "thinking" and isinstance(block.get("thinking"), str) \
-                    and block["thinking"]:
-                events.append(ReasoningDelta(block["thinking"]))
-        elif kind == "content_block_stop":
-            if self._tool is not None:
-                cid, name, parts = self._tool
-                self._tool = None
-                events.append(ToolCallEvent(cid, name, tool_input("".join(parts))))
-        elif kind == "message_start":
-            self._usage(_obj(ev.get("message")).get("usage"))
-        elif kind == "message_delta":
-            reason = _obj(ev.get("delta")).get("stop_reason")
-            if reason:
-                self._reason = reason
-            self._usage(ev.get("usage"))
-        elif kind == "message_stop":
-            self.done = True
-            self.usage = Usage(input_tokens=self._input + self._cache_read + self._cache_write,
-                               output_tokens=self._output, cache_read_tokens=self._cache_read,
-                               cache_write_tokens=self._cache_write)
-            events.append(Finish(_STOP.get(self._reason, STOP), self.usage))
-        elif kind == "error":
-            raise failures.from_inband(ev.get("error"))
+        ev = wire.json_object(data)
+        kind = ev.get("type") if ev is not None else None
+        handle = self._EVENTS.get(kind) if isinstance(kind, str) else None
+        if handle is not None:
+            handle(self, ev, events)
+
+    def _block_delta(self, ev: dict, events: list) -> None:
+        delta = _obj(ev.get("delta"))
+        dtype = delta.get("type")
+        if dtype == "text_delta" and delta.get("text"):
+            events.append(TextDelta(delta["text"]))
+        elif dtype == "thinking_delta" and delta.get("thinking"):
+            events.append(ReasoningDelta(delta["thinking"]))
+        elif dtype == "signature_delta" and delta.get("signature"):
+            events.append(ReasoningDelta("", delta["signature"]))
+        elif dtype == "input_json_delta" and self._tool is not None:
+            self._tool[2].append(delta.get("partial_json") or "")
+
+    def _block_start(self, ev: dict, events: list) -> None:
+        block = _obj(ev.get("content_block"))
+        btype = block.get("type")
+        if btype == "tool_use":
+            self._tool = [str(block.get("id") or ""), str(block.get("name") or ""), []]
+            if block.get("input"):
+                self._tool[2].append(wire.dumps(block["input"]))
+        elif btype == "text" and isinstance(block.get("text"), str) and block["text"]:
+            events.append(TextDelta(block["text"]))
+        elif btype == "thinking" and isinstance(block.get("thinking"), str) and block["thinking"]:
+            events.append(ReasoningDelta(block["thinking"]))
+
+    def _block_stop(self, ev: dict, events: list) -> None:
+        if self._tool is not None:
+            cid, name, parts = self._tool
+            self._tool = None
+            events.append(ToolCallEvent(cid, name, tool_input("".join(parts))))
+
+    def _message_start(self, ev: dict, events: list) -> None:
+        self._usage(_obj(ev.get("message")).get("usage"))
+
+    def _message_delta(self, ev: dict, events: list) -> None:
+        reason = _obj(ev.get("delta")).get("stop_reason")
+        if reason:
+            self._reason = reason
+        self._usage(ev.get("usage"))
+
+    def _message_stop(self, ev: dict, events: list) -> None:
+        self.done = True
+        self.usage = Usage(input_tokens=self._input + self._cache_read + self._cache_write,
+                           output_tokens=self._output, cache_read_tokens=self._cache_read,
+                           cache_write_tokens=self._cache_write)
+        events.append(Finish(_STOP.get(self._reason, STOP), self.usage))
+
+    def _error(self, ev: dict, events: list) -> None:
+        raise failures.from_inband(ev.get("error"))
+
+    #: the Messages stream's event types that matter; ``ping`` and unknown ones are skipped
+    _EVENTS = {"content_block_delta": _block_delta, "content_block_start": _block_start,
+               "content_block_stop": _block_stop, "message_start": _message_start,
+               "message_delta": _message_delta, "message_stop": _message_stop, "error": _error}

@@ -13,31 +13,39 @@ import logging
 from .. import keys
 from ..canonical import ChatRequest
 from ..key_routes import CLI, PROVIDER, KeyRoutes
-from .cli import CliRoute
-from .provider import NoProviderAccess, ProviderRoute
+from .base import Route, UpstreamStream
+from .failures import NoProviderAccess
 
 log = logging.getLogger("gateway.route")
 
 
 class AutoRoute:
-    def __init__(self, cli: CliRoute, provider: ProviderRoute, memory: KeyRoutes):
-        self.cli = cli
+    """Composes two routes by the contract alone (:mod:`gateway.upstream.routes` builds them):
+    ``provider`` first, ``cli`` for the keys whose plan has no Provider API."""
+
+    def __init__(self, provider: Route, cli: Route, memory: KeyRoutes):
         self.provider = provider
+        self.cli = cli
         self.memory = memory
 
-    def open(self, req: ChatRequest, api_key: str | None = None) -> "AutoStream":
-        return AutoStream(self, req, keys.require(api_key or self.cli.api_key))
+    def open(self, req: ChatRequest, key: str) -> "AutoStream":
+        return AutoStream(self, req, keys.require(key))
 
 
-class AutoStream:
+class AutoStream(UpstreamStream):
     """Chooses the route when iterated (on the reader thread), then relays that route's events."""
 
     def __init__(self, route: AutoRoute, req: ChatRequest, key: str):
+        super().__init__()
         self._route = route
         self._req = req
         self._key = key
-        self._inner = None
-        self._aborted = False
+
+    def _open(self, route: Route) -> UpstreamStream:
+        """``route``'s stream for this request, made the one :meth:`abort` stops."""
+        stream = route.open(self._req, self._key)
+        self._hold(stream.abort)
+        return stream
 
     def _provider_or_none(self):
         """The connected Provider API stream, or None when this key must use the CLI route."""
@@ -45,7 +53,7 @@ class AutoStream:
         known = memory.get(label)
         if known == CLI:
             return None
-        stream = self._inner = self._route.provider.open(self._req, self._key)
+        stream = self._open(self._route.provider)
         try:
             if known == PROVIDER:
                 stream.connect()
@@ -72,13 +80,7 @@ class AutoStream:
     def __iter__(self):
         stream = self._provider_or_none()
         if stream is None:
-            stream = self._inner = self._route.cli.open(self._req, self._key)
-        if self._aborted:
-            stream.abort()
+            stream = self._open(self._route.cli)
+        if self.aborted:
             return
         yield from stream
-
-    def abort(self) -> None:
-        self._aborted = True
-        if self._inner is not None:
-            self._inner.abort()

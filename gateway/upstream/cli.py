@@ -1,4 +1,4 @@
-"""The ``cli`` route: Command Code's own ``POST /alpha/generate`` (upstream-protocol.md 3, 4, 6).
+"""The ``cli`` route: Command Code's own ``POST /alpha/generate`` (docs/protocol.md §3, §4, §6).
 
 Three plain pieces and the route that joins them:
 
@@ -12,8 +12,8 @@ machine or imitates telemetry.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import secrets
 import time
 import uuid
@@ -22,13 +22,16 @@ from .. import errors, keys, transport
 from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, Finish, Image,
                          Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
                          ToolResult, Usage)
-from . import failures
+from . import failures, wire
+from .base import UpstreamStream
+from .exchange import iter_events, post_stream
+from .wire import count
 
 GENERATE_PATH = "/alpha/generate"
 DEFAULT_MAX_TOKENS = 64000
 MAX_TOKENS_CEILING = 200000
 DEFAULT_SYSTEM = "You are a helpful assistant."
-RESERVED_TOOL = "tool_search"           # reserved server-side (section 4.3, invariant 4)
+RESERVED_TOOL = "tool_search"           # reserved server-side (docs/protocol.md §4.3, invariant 4)
 RESERVED_TOOL_WIRE = "search_tools"
 MAX_PAUSE_TURNS = 5                     # the CLI re-posts a pause_turn at most five more times
 
@@ -56,41 +59,36 @@ def _image_part(img: Image) -> dict:
     return {"type": "image", "image": img.data_url, "mimeType": img.media_type}
 
 
+def _wire_part(p, names: dict[str, str], moved: list[Image]) -> dict | None:
+    """One message part in AI SDK v6 form; a tool result's images join ``moved``."""
+    if isinstance(p, Text):
+        return {"type": "text", "text": p.text}
+    if isinstance(p, Image):
+        return _image_part(p)
+    if isinstance(p, Reasoning):
+        return {"type": "reasoning", "text": p.text}
+    if isinstance(p, ToolCall):
+        return {"type": "tool-call", "toolCallId": p.id,
+                "toolName": names.get(p.name, p.name), "input": p.input}
+    if isinstance(p, ToolResult):
+        name = p.name or "unknown"
+        return {"type": "tool-result", "toolCallId": p.call_id,
+                "toolName": names.get(name, name),
+                "output": {"type": "error-text" if p.is_error else "text",
+                           "value": wire.note_images(p.content, p.images, moved)}}
+    return None
+
+
 def _wire_messages(req: ChatRequest, names: dict[str, str]) -> list[dict]:
     out = []
     for msg in req.messages:
-        parts: list[dict] = []
         moved: list[Image] = []         # images inside tool results go to a following user turn
-        for p in msg.parts:
-            if isinstance(p, Text):
-                parts.append({"type": "text", "text": p.text})
-            elif isinstance(p, Image):
-                parts.append(_image_part(p))
-            elif isinstance(p, Reasoning):
-                parts.append({"type": "reasoning", "text": p.text})
-            elif isinstance(p, ToolCall):
-                parts.append({"type": "tool-call", "toolCallId": p.id,
-                              "toolName": names.get(p.name, p.name), "input": p.input})
-            elif isinstance(p, ToolResult):
-                value = p.content
-                for img in p.images:
-                    moved.append(img)
-                    value += f"\n[image {len(moved)} attached below]"
-                name = p.name or "unknown"
-                parts.append({"type": "tool-result", "toolCallId": p.call_id,
-                              "toolName": names.get(name, name),
-                              "output": {"type": "error-text" if p.is_error else "text",
-                                         "value": value.strip("\n") or "(empty)"}})
+        parts = [w for w in (_wire_part(p, names, moved) for p in msg.parts) if w is not None]
         out.append({"role": msg.role, "content": parts})
         if moved:
             out.append({"role": "user", "content": [_image_part(i) for i in moved]})
     # a moved-image user turn may now sit next to the user turn that followed the results
-    merged: list[dict] = []
-    for m in out:
-        if merged and merged[-1]["role"] == m["role"]:
-            merged[-1]["content"].extend(m["content"])
-        else:
-            merged.append(m)
+    merged = wire.merge_turns(out)
     if merged and merged[-1]["role"] == "assistant":
         raise errors.InvalidRequest("the last message must come from the user or a tool: "
                                     "Command Code's CLI route cannot continue an assistant prefill",
@@ -130,7 +128,7 @@ def thread_id(req: ChatRequest, key: str) -> str:
 
 
 def encode(req: ChatRequest, thread: str, names: dict[str, str] | None = None) -> dict:
-    """The ``/alpha/generate`` body for ``req`` (section 4.1 and 4.2)."""
+    """The ``/alpha/generate`` body for ``req`` (docs/protocol.md §4.1 and §4.2)."""
     names = names if names is not None else tool_wire_names(req)
     max_tokens = min(req.max_tokens or DEFAULT_MAX_TOKENS, MAX_TOKENS_CEILING,
                      req.model.max_output or MAX_TOKENS_CEILING)
@@ -161,32 +159,17 @@ def encode(req: ChatRequest, thread: str, names: dict[str, str] | None = None) -
 
 # ---- response ----------------------------------------------------------------------------------
 
-def _int(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
 def parse_usage(u) -> Usage:
-    """AI SDK v6 ``LanguageModelUsage``; any field may be missing (section 6.3)."""
+    """AI SDK v6 ``LanguageModelUsage``; any field may be missing (docs/protocol.md §6.3)."""
     if not isinstance(u, dict):
         return Usage()
     inp = u.get("inputTokenDetails") if isinstance(u.get("inputTokenDetails"), dict) else {}
     out = u.get("outputTokenDetails") if isinstance(u.get("outputTokenDetails"), dict) else {}
-    return Usage(input_tokens=_int(u.get("inputTokens")),
-                 output_tokens=_int(u.get("outputTokens")),
-                 cache_read_tokens=_int(inp.get("cacheReadTokens")) or _int(u.get("cachedInputTokens")),
-                 cache_write_tokens=_int(inp.get("cacheWriteTokens")),
-                 reasoning_tokens=_int(out.get("reasoningTokens")) or _int(u.get("reasoningTokens")))
-
-
-def _tool_input(value) -> dict:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return {}
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    return value if isinstance(value, dict) else {}
+    return Usage(input_tokens=count(u.get("inputTokens")),
+                 output_tokens=count(u.get("outputTokens")),
+                 cache_read_tokens=count(inp.get("cacheReadTokens")) or count(u.get("cachedInputTokens")),
+                 cache_write_tokens=count(inp.get("cacheWriteTokens")),
+                 reasoning_tokens=count(out.get("reasoningTokens")) or count(u.get("reasoningTokens")))
 
 
 class Decoder:
@@ -243,45 +226,49 @@ class Decoder:
             line = line[5:].strip()
             if line == b"[DONE]":
                 return
+        ev = wire.json_object(line)
+        kind = ev.get("type") if ev is not None else None
+        handle = self._EVENTS.get(kind) if isinstance(kind, str) else None
+        if handle is not None:
+            handle(self, ev, events)
+
+    def _text(self, ev: dict, events: list) -> None:
+        text = ev.get("text", ev.get("delta"))
+        if isinstance(text, str) and text:
+            events.append(TextDelta(text))
+
+    def _reasoning(self, ev: dict, events: list) -> None:
+        text = ev.get("text", ev.get("delta"))
+        if isinstance(text, str) and text:
+            events.append(ReasoningDelta(text))
+
+    def _tool_call(self, ev: dict, events: list) -> None:
+        if ev.get("providerExecuted"):
+            return                  # run by the server itself, not the client's to answer
+        name = str(ev.get("toolName") or "")
+        self._tool_calls += 1
+        events.append(ToolCallEvent(str(ev.get("toolCallId") or "call_" + secrets.token_hex(8)),
+                                    self._back.get(name, name),
+                                    wire.tool_input(ev["input"] if "input" in ev else ev.get("args"),
+                                                    lone_item=True)))
+
+    def _step(self, ev: dict, events: list) -> None:
+        self._step_usage.add(parse_usage(ev.get("usage")))
+
+    def _metadata(self, ev: dict, events: list) -> None:
+        meta = ev.get("providerMetadata")
         try:
-            ev = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(ev, dict):
-            return
-        kind = ev.get("type")
-        if kind == "text-delta":
-            text = ev.get("text", ev.get("delta"))
-            if isinstance(text, str) and text:
-                events.append(TextDelta(text))
-        elif kind == "reasoning-delta":
-            text = ev.get("text", ev.get("delta"))
-            if isinstance(text, str) and text:
-                events.append(ReasoningDelta(text))
-        elif kind == "tool-call":
-            if ev.get("providerExecuted"):
-                return                  # run by the server itself, not the client's to answer
-            name = str(ev.get("toolName") or "")
-            self._tool_calls += 1
-            events.append(ToolCallEvent(str(ev.get("toolCallId") or "call_" + secrets.token_hex(8)),
-                                        self._back.get(name, name),
-                                        _tool_input(ev["input"] if "input" in ev else ev.get("args"))))
-        elif kind == "finish":
-            self._finish(ev, events)
-        elif kind == "finish-step":
-            self._step_usage.add(parse_usage(ev.get("usage")))
-        elif kind == "provider-metadata":
-            meta = ev.get("providerMetadata")
-            try:
-                self._cache_write_1h += _int(meta["anthropic"]["usage"]["cache_creation"]
-                                             ["ephemeral_1h_input_tokens"])
-            except (KeyError, TypeError):
-                pass
-        elif kind == "error":
-            raise failures.from_inband(ev.get("error"))
-        elif kind == "abort":
-            self.done = True
-            events.append(Finish(STOP, self._total(Usage())))
+            self._cache_write_1h += count(meta["anthropic"]["usage"]["cache_creation"]
+                                         ["ephemeral_1h_input_tokens"])
+        except (KeyError, TypeError):
+            pass
+
+    def _error(self, ev: dict, events: list) -> None:
+        raise failures.from_inband(ev.get("error"))
+
+    def _abort(self, ev: dict, events: list) -> None:
+        self.done = True
+        events.append(Finish(STOP, self._total(Usage())))
 
     def _total(self, usage: Usage) -> Usage:
         usage.cache_write_tokens = max(usage.cache_write_tokens, self._cache_write_1h)
@@ -304,48 +291,53 @@ class Decoder:
             raise errors.UpstreamError(
                 f"the model call failed upstream (finish reason {raw or finish})",
                 code="upstream_finish_error")
+        events.append(Finish(self._reason(finish, raw), self._total(usage)))
+
+    def _reason(self, finish: str, raw: str) -> str:
+        """The canonical finish reason: the raw (provider's) reason refines the AI SDK's."""
         if finish == "length" or raw in _LENGTH_RAW:
-            reason = LENGTH
-        elif finish == "content-filter" or raw in _FILTER_RAW:
-            reason = CONTENT_FILTER
-        elif finish == "tool-calls" or self._tool_calls:
-            reason = TOOL_CALLS
-        else:
-            reason = STOP
-        events.append(Finish(reason, self._total(usage)))
+            return LENGTH
+        if finish == "content-filter" or raw in _FILTER_RAW:
+            return CONTENT_FILTER
+        if finish == "tool-calls" or self._tool_calls:
+            return TOOL_CALLS
+        return STOP
+
+    #: the NDJSON event types that matter (docs/protocol.md §6); every other type is skipped
+    _EVENTS = {"text-delta": _text, "reasoning-delta": _reasoning, "tool-call": _tool_call,
+               "finish": _finish, "finish-step": _step, "provider-metadata": _metadata,
+               "error": _error, "abort": _abort}
 
 
 # ---- route -------------------------------------------------------------------------------------
 
+def cli_headers(cli_version: str) -> dict[str, str]:
+    """The headers the CLI sends on every call to Command Code (its account endpoints get just
+    these; ``/alpha/generate`` a few more): one copy, so the two cannot drift apart."""
+    return {"Content-Type": "application/json", "User-Agent": "cli",
+            "x-command-code-version": cli_version, "x-cli-environment": "production"}
+
+
 class CliRoute:
     """Sends canonical requests over ``/alpha/generate`` with the CLI's headers."""
 
-    def __init__(self, cfg: dict, transport_: transport.Transport):
-        cc = cfg["commandcode"]
-        self.api_key = cc["api_key"]
-        self.url = cc["base_url"] + GENERATE_PATH
+    def __init__(self, transport_: transport.Transport, base_url: str, cli_version: str):
+        self.url = base_url + GENERATE_PATH
         self.transport = transport_
-        self._headers = {           # built once; only x-session-id changes per request
-            "Content-Type": "application/json",
-            "User-Agent": "cli",
-            "x-command-code-version": cc["cli_version"],
-            "x-cli-environment": "production",
-            "x-project-slug": "root",
-            "x-taste-learning": "false",
-        }
+        self._headers = {**cli_headers(cli_version),    # built once; only x-session-id changes
+                         "x-project-slug": "root", "x-taste-learning": "false"}
 
-    def open(self, req: ChatRequest, api_key: str | None = None) -> "CliStream":
-        key = keys.require(api_key or self.api_key)
+    def open(self, req: ChatRequest, key: str) -> "CliStream":
+        key = keys.require(key)
         names = tool_wire_names(req)
         thread = thread_id(req, key)
-        body = json.dumps(encode(req, thread, names), ensure_ascii=False,
-                          separators=(",", ":")).encode()
+        body = wire.body(encode(req, thread, names))
         headers = dict(self._headers, Authorization=f"Bearer {key}")
         headers["x-session-id"] = thread
         return CliStream(self, body, headers, names)
 
 
-class CliStream:
+class CliStream(UpstreamStream):
     """One upstream call, iterated as lists of canonical events, one list per network read.
 
     Re-posts the identical request on ``pause_turn`` (as the CLI does) and sums the usage.
@@ -353,30 +345,22 @@ class CliStream:
     """
 
     def __init__(self, route: CliRoute, body: bytes, headers: dict, names: dict[str, str]):
+        super().__init__()
         self._route = route
         self._body = body
         self._headers = headers
         self._names = names
-        self._resp = None
-        self._aborted = False
 
     def __iter__(self):
         carry = None
         for _ in range(MAX_PAUSE_TURNS + 1):
-            resp = self._route.transport.post_stream(self._route.url, self._headers, self._body)
-            self._resp = resp
-            if self._aborted:
-                transport.abort(resp)
+            resp = post_stream(self._route.transport, self._route.url, self._headers, self._body)
+            if not self._hold(functools.partial(transport.abort, resp)):
                 return
             decoder = Decoder(self._names, carry)
-            yield from transport.iter_events(resp, decoder)
+            yield from iter_events(resp, decoder)
             if not decoder.paused:
                 return
             carry = decoder.usage
         raise errors.UpstreamError("Command Code paused the turn more than "
                                    f"{MAX_PAUSE_TURNS} times", code="upstream_pause_limit")
-
-    def abort(self) -> None:
-        self._aborted = True
-        if self._resp is not None:
-            transport.abort(self._resp)

@@ -2,16 +2,19 @@
 
 Command Code reports failures three ways: an HTTP error status with a JSON (or, from its edge,
 HTML) body; an in-band ``{"type":"error"}`` line inside a 200 stream; and a ``finish`` whose
-reason says the model call broke.  All of them end up here so that a given failure gets the same
-status, code and advice on every surface.  Messages say what to do, never echo a key.
+reason says the model call broke; and transport's neutral exceptions say what never arrived.
+All of them end up here so that a given failure gets the same status, code and advice on every
+surface.  Messages say what to do, never echo a key.  :func:`classify` is a table of rules
+(:data:`_RULES`) read top to bottom, so what decides a failure can be read in one place.
 """
 from __future__ import annotations
 
 import json
 import re
 import time
+from typing import Callable, Container, NamedTuple
 
-from .. import errors
+from .. import errors, transport
 
 _EMBEDDED = re.compile(r"^\s*(\d{3})\s+(\{.*\})\s*$", re.S)
 _PLAN_PREFIX = re.compile(r"^\s*MODEL_NOT_IN_PLAN:\s*", re.I)
@@ -51,12 +54,125 @@ def _parse_body(body: bytes | str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def classify(status: int, message: str, *, code: str | None = None, type_: str | None = None,
-             rate_limit=None) -> errors.GatewayError:
-    """The gateway exception for a Command Code failure of ``status`` with ``message``."""
-    code = code if isinstance(code, str) else None          # some envelopes put a number there
-    type_ = type_ if isinstance(type_, str) else None
-    message = (message or "").strip()
+class _Failure(NamedTuple):
+    """A failure as the rules read it: its words lowercased, ``text`` as a client is told it."""
+
+    status: int
+    message: str
+    code: str | None
+    type_: str | None
+    rate_limit: object
+
+    @property
+    def low(self) -> str:
+        return self.message.lower()
+
+    @property
+    def code_low(self) -> str:
+        return (self.code or "").lower()
+
+    @property
+    def type_low(self) -> str:
+        return (self.type_ or "").lower()
+
+    @property
+    def text(self) -> str:
+        return f"Command Code: {self.message}"
+
+
+class _Rule(NamedTuple):
+    """One row of :data:`_RULES`: when it applies, and the error it gives.
+
+    It applies when the status is one of ``statuses``, or upstream's code is one of ``codes``,
+    or its type one of ``types``, or the lowercased message contains one of ``words``; a row
+    with none of them always applies.  ``error`` is a GatewayError class, given
+    ``"Command Code: <message>" + advice`` and ``code`` (None: the class's own), or, for the rows
+    that need more of the failure, a function of it.
+    """
+
+    error: type | Callable[[_Failure], errors.GatewayError]
+    code: str | None = None
+    advice: str = ""
+    statuses: Container[int] = ()
+    codes: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+
+    def applies(self, f: _Failure) -> bool:
+        if not (self.statuses or self.codes or self.types or self.words):
+            return True
+        return (f.status in self.statuses or f.code_low in self.codes
+                or f.type_low in self.types or any(w in f.low for w in self.words))
+
+    def build(self, f: _Failure) -> errors.GatewayError:
+        if isinstance(self.error, type):
+            return self.error(f.text + self.advice, code=self.code)
+        return self.error(f)
+
+
+def _not_in_plan(f: _Failure) -> errors.GatewayError:
+    return errors.PermissionDenied(
+        f"Command Code: {_PLAN_PREFIX.sub('', f.message)}. Pick a model your plan includes "
+        "(GET /v1/models lists them with their minimum plan), or map the ids your client "
+        "sends to one in the gateway's config.yaml, e.g. model_map: {\"claude-*\": "
+        "\"deepseek/deepseek-v4-pro\"} for Claude Code on the Go plan.",
+        code="model_not_in_plan")
+
+
+def _rate_limited(f: _Failure) -> errors.GatewayError:
+    retry_after = _retry_after(f.rate_limit)
+    window = f.rate_limit.get("window") if isinstance(f.rate_limit, dict) else None
+    if window is None and _WINDOW.search(f.message):       # the Provider API says it in words
+        window = "usage window"
+        resets = _RESETS_IN.search(f.message)
+        if retry_after is None and resets:
+            retry_after = int(resets.group(1)) * _UNIT_SECONDS[resets.group(2).lower()]
+    return errors.RateLimited(f.text, retry_after=retry_after,
+                              code="usage_limit_reached" if window else "rate_limit_exceeded")
+
+
+def _forbidden(f: _Failure) -> errors.GatewayError:
+    return errors.PermissionDenied(f.text, code=f.code_low or "forbidden")
+
+
+def _by_status(f: _Failure) -> errors.GatewayError:
+    return errors.error_for_status(f.status, f.text,
+                                   code=(f.code or f.type_ or "").lower() or None)
+
+
+#: Command Code's failures, first matching row wins: what the message or code says beats the
+#: status (an out-of-credits 400 is still out of credits), then the status alone decides.
+_RULES = (
+    _Rule(errors.InsufficientCredits, None,
+          ". The Command Code account is out of credits: add credits or wait for the plan's "
+          "credits to renew.",
+          statuses={402}, words=("insufficient credits", "insufficient balance")),
+    _Rule(_not_in_plan, codes=("model_not_in_plan",), words=("model_not_in_plan",)),
+    _Rule(errors.PermissionDenied, "premium_credits_exhausted",
+          ". Your plan's premium allowance is used up: pick an open-source model or wait for "
+          "it to reset.",
+          words=("premium_credits_exhausted",)),
+    _Rule(errors.PermissionDenied, "upgrade_required",
+          ". Command Code asks for a newer client: raise commandcode.cli_version in the "
+          "gateway's config to the current Command Code CLI version.",
+          codes=("upgrade_required",), types=("upgrade_required",), words=("upgrade_required",)),
+    _Rule(errors.AuthenticationFailed, "upstream_authentication_failed",
+          ". Command Code rejected the Command Code API key this request used (the caller's "
+          "own key, or the gateway's: commandcode.api_key or COMMAND_CODE_API_KEY).",
+          statuses={401}),
+    _Rule(_rate_limited, statuses={429}),
+    _Rule(_forbidden, statuses={403}),
+    _Rule(errors.UpstreamTimeout, statuses={408}),
+    _Rule(errors.Overloaded, statuses={529}, words=("overloaded",)),
+    _Rule(errors.UpstreamError, "upstream_not_found", " (check commandcode.base_url)",
+          statuses={404}),
+    _Rule(_by_status, statuses=range(400, 500)),
+    _Rule(errors.UpstreamError),
+)
+
+
+def _unwrap(status: int, message: str, type_: str | None) -> tuple[int, str, str | None]:
+    """The real status, message and type of errors that arrive wrapped in another's message."""
     if message.startswith("{"):     # a JSON error double-encoded in the message (Provider API)
         inner = (_parse_body(message) or {}).get("error")
         if isinstance(inner, dict) and inner.get("message"):
@@ -72,56 +188,18 @@ def classify(status: int, message: str, *, code: str | None = None, type_: str |
         if isinstance(inner, dict):
             type_ = inner.get("type") or type_
             message = f"{type_}: {inner.get('message', '')}" if type_ else str(inner.get("message", message))
-    low = message.lower()
-    code_low = (code or "").lower()
-    text = f"Command Code: {message}"
+    return status, message, type_
 
-    if status == 402 or "insufficient credits" in low or "insufficient balance" in low:
-        return errors.InsufficientCredits(
-            f"{text}. The Command Code account is out of credits: add credits or wait for the plan's "
-            "credits to renew.")
-    if code_low == "model_not_in_plan" or "model_not_in_plan" in low:
-        return errors.PermissionDenied(
-            f"Command Code: {_PLAN_PREFIX.sub('', message)}. Pick a model your plan includes "
-            "(GET /v1/models lists them with their minimum plan), or map the ids your client "
-            "sends to one in the gateway's config.yaml, e.g. model_map: {\"claude-*\": "
-            "\"deepseek/deepseek-v4-pro\"} for Claude Code on the Go plan.",
-            code="model_not_in_plan")
-    if "premium_credits_exhausted" in low:
-        return errors.PermissionDenied(
-            f"{text}. Your plan's premium allowance is used up: pick an open-source model or wait "
-            "for it to reset.", code="premium_credits_exhausted")
-    if code_low == "upgrade_required" or (type_ or "").lower() == "upgrade_required" \
-            or "upgrade_required" in low:
-        return errors.PermissionDenied(
-            f"{text}. Command Code asks for a newer client: raise commandcode.cli_version in the "
-            "gateway's config to the current Command Code CLI version.", code="upgrade_required")
-    if status == 401:
-        return errors.AuthenticationFailed(
-            f"{text}. Command Code rejected the Command Code API key this request used (the "
-            "caller's own key, or the gateway's: commandcode.api_key or COMMAND_CODE_API_KEY).",
-            code="upstream_authentication_failed")
-    if status == 429:
-        retry_after = _retry_after(rate_limit)
-        window = rate_limit.get("window") if isinstance(rate_limit, dict) else None
-        if window is None and _WINDOW.search(message):     # the Provider API says it in words
-            window = "usage window"
-            resets = _RESETS_IN.search(message)
-            if retry_after is None and resets:
-                retry_after = int(resets.group(1)) * _UNIT_SECONDS[resets.group(2).lower()]
-        return errors.RateLimited(text, retry_after=retry_after,
-                                  code="usage_limit_reached" if window else "rate_limit_exceeded")
-    if status == 403:
-        return errors.PermissionDenied(text, code=code_low or "forbidden")
-    if status == 408:
-        return errors.UpstreamTimeout(text)
-    if status == 529 or "overloaded" in low:
-        return errors.Overloaded(text)
-    if status == 404:
-        return errors.UpstreamError(f"{text} (check commandcode.base_url)", code="upstream_not_found")
-    if 400 <= status < 500:
-        return errors.error_for_status(status, text, code=(code or type_ or "").lower() or None)
-    return errors.UpstreamError(text)
+
+def classify(status: int, message: str, *, code: str | None = None, type_: str | None = None,
+             rate_limit=None) -> errors.GatewayError:
+    """The gateway exception for a Command Code failure of ``status`` with ``message``."""
+    code = code if isinstance(code, str) else None          # some envelopes put a number there
+    type_ = type_ if isinstance(type_, str) else None
+    status, message, type_ = _unwrap(status, (message or "").strip(), type_)
+    failure = _Failure(status, message, code, type_ if isinstance(type_, str) else None,
+                       rate_limit)
+    return next(rule for rule in _RULES if rule.applies(failure)).build(failure)
 
 
 def from_http(status: int, body: bytes) -> errors.GatewayError:
@@ -154,3 +232,58 @@ def from_inband(error) -> errors.GatewayError:
                         code=error.get("code"), type_=error.get("type"),
                         rate_limit=error.get("rateLimit"))
     return classify(500, str(error or "upstream error"))
+
+
+class NoProviderAccess(errors.PermissionDenied):
+    """The key's plan has no Provider API (the Go plan answers ``403 upgrade_required``): the
+    one failure after which ``auto`` tries the CLI route instead."""
+
+    default_code = "upgrade_required"
+
+
+def no_provider_access(err: errors.GatewayError) -> errors.GatewayError:
+    """``err``, or :class:`NoProviderAccess` when it is the Provider API's ``upgrade_required``."""
+    if not isinstance(err, errors.PermissionDenied) or err.code != "upgrade_required":
+        return err
+    return NoProviderAccess(
+        "Command Code: this key's plan has no Provider API access (the Go plan answers "
+        "403 upgrade_required). Set commandcode.mode to auto or cli in the gateway's "
+        "config to use the CLI route, or upgrade the plan.")
+
+
+# ---- transport failures ------------------------------------------------------------------------
+
+def _cannot_reach(exc: transport.ConnectFailed) -> errors.GatewayError:
+    return errors.UpstreamError(f"cannot reach Command Code at {exc.where} ({exc.cause})")
+
+
+def _not_json(exc: transport.NotJSON) -> errors.GatewayError:
+    return errors.UpstreamError(f"Command Code answered {exc.path} with something that is not JSON")
+
+
+#: what a request that got no usable answer means, by the class of transport's exception
+_SENDING = (
+    (transport.StatusError, lambda exc: from_http(exc.status, exc.body)),
+    (transport.ConnectTimedOut,
+     lambda exc: errors.UpstreamTimeout("Command Code did not accept the connection in time")),
+    (transport.TimedOut, lambda exc: errors.UpstreamTimeout("Command Code did not answer in time")),
+    (transport.NotJSON, _not_json),
+    (transport.ConnectFailed, _cannot_reach),
+)
+
+#: what a body that stopped arriving means
+_READING = (
+    (transport.TimedOut, lambda exc: errors.UpstreamTimeout(
+        "Command Code went silent for longer than commandcode.idle_timeout")),
+    (transport.TransportError, lambda exc: errors.UpstreamError(
+        f"the Command Code stream broke off ({exc.cause})")),
+)
+
+
+def from_transport(exc: transport.TransportError, *, reading: bool = False) -> errors.GatewayError:
+    """The gateway error for what transport raised: sending a request (and waiting for its
+    answer's headers), or, with ``reading``, while its body was being read."""
+    for cls, build in _READING if reading else _SENDING:
+        if isinstance(exc, cls):
+            return build(exc)
+    return errors.UpstreamError(f"cannot reach Command Code ({exc.cause})")

@@ -9,19 +9,17 @@ ends without a ``finish_reason`` raises: it never turns into a quiet stop.
 """
 from __future__ import annotations
 
-import json
 import secrets
 
 from .. import errors
 from ..canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, ChatRequest, Finish, Image,
-                         Reasoning, ReasoningDelta, Text, TextDelta, ToolCall, ToolCallEvent,
-                         ToolResult, Usage)
-from . import failures
+                         Message, Reasoning, ReasoningDelta, Text, TextDelta, ToolCall,
+                         ToolCallEvent, ToolResult, Usage)
+from . import failures, wire
 from .sse import EventDecoder
+from .wire import count, dumps, tool_input
 
 PATH = "/provider/v1/chat/completions"
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _FINISH = {"stop": STOP, "length": LENGTH, "tool_calls": TOOL_CALLS, "function_call": TOOL_CALLS,
            "content_filter": CONTENT_FILTER}
 
@@ -39,6 +37,34 @@ def _user_content(parts: list):
             if isinstance(p, (Text, Image))]
 
 
+def _assistant(msg: Message) -> dict:
+    text = "".join(p.text for p in msg.parts if isinstance(p, Text))
+    reasoning = "".join(p.text for p in msg.parts if isinstance(p, Reasoning))
+    calls = [{"id": p.id, "type": "function",
+              "function": {"name": p.name, "arguments": dumps(p.input)}}
+             for p in msg.parts if isinstance(p, ToolCall)]
+    m: dict = {"role": "assistant", "content": text or None}
+    if reasoning:
+        m["reasoning_content"] = reasoning
+    if calls:
+        m["tool_calls"] = calls
+    return m
+
+
+def _tool_results(msg: Message) -> list[dict]:
+    """One ``tool`` message per result; their images follow as a user turn."""
+    out: list[dict] = []
+    images: list[Image] = []
+    for p in msg.parts:
+        if isinstance(p, ToolResult):
+            text = wire.note_images(p.content, p.images, images)
+            out.append({"role": "tool", "tool_call_id": p.call_id,
+                        "content": f"Error: {text}" if p.is_error else text})
+    if images:
+        out.append({"role": "user", "content": [_image(i) for i in images]})
+    return out
+
+
 def _messages(req: ChatRequest) -> list[dict]:
     out: list[dict] = []
     system = "\n\n".join(b.text for b in req.system if b.text.strip())
@@ -48,30 +74,9 @@ def _messages(req: ChatRequest) -> list[dict]:
         if msg.role == "user":
             out.append({"role": "user", "content": _user_content(msg.parts)})
         elif msg.role == "assistant":
-            text = "".join(p.text for p in msg.parts if isinstance(p, Text))
-            reasoning = "".join(p.text for p in msg.parts if isinstance(p, Reasoning))
-            calls = [{"id": p.id, "type": "function",
-                      "function": {"name": p.name, "arguments": _dumps(p.input)}}
-                     for p in msg.parts if isinstance(p, ToolCall)]
-            m: dict = {"role": "assistant", "content": text or None}
-            if reasoning:
-                m["reasoning_content"] = reasoning
-            if calls:
-                m["tool_calls"] = calls
-            out.append(m)
-        else:                               # tool results; their images follow as a user turn
-            images: list[Image] = []
-            for p in msg.parts:
-                if isinstance(p, ToolResult):
-                    text = p.content
-                    for img in p.images:
-                        images.append(img)
-                        text += f"\n[image {len(images)} attached below]"
-                    text = text.strip("\n") or "(empty)"
-                    out.append({"role": "tool", "tool_call_id": p.call_id,
-                                "content": f"Error: {text}" if p.is_error else text})
-            if images:
-                out.append({"role": "user", "content": [_image(i) for i in images]})
+            out.append(_assistant(msg))
+        else:
+            out += _tool_results(msg)
     return out
 
 
@@ -95,33 +100,18 @@ def encode(req: ChatRequest) -> dict:
 
 # ---- response ----------------------------------------------------------------------------------
 
-def _int(v) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
-
-
 def parse_usage(u: dict) -> Usage:
     """OpenAI usage: ``prompt_tokens`` already includes cached tokens, as canonical input does."""
     prompt = u.get("prompt_tokens_details") if isinstance(u.get("prompt_tokens_details"), dict) else {}
     completion = (u.get("completion_tokens_details")
                   if isinstance(u.get("completion_tokens_details"), dict) else {})
-    return Usage(input_tokens=_int(u.get("prompt_tokens")),
-                 output_tokens=_int(u.get("completion_tokens")),
-                 cache_read_tokens=_int(prompt.get("cached_tokens"))
-                 or _int(u.get("prompt_cache_hit_tokens")),        # DeepSeek's own field
-                 cache_write_tokens=_int(prompt.get("cache_write_tokens"))
-                 or _int(prompt.get("cache_creation_tokens")),
-                 reasoning_tokens=_int(completion.get("reasoning_tokens")))
-
-
-def tool_input(arguments) -> dict:
-    """Arguments as an object: upstream sends a JSON string that may be empty or broken."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = json.loads(arguments) if arguments else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return Usage(input_tokens=count(u.get("prompt_tokens")),
+                 output_tokens=count(u.get("completion_tokens")),
+                 cache_read_tokens=count(prompt.get("cached_tokens"))
+                 or count(u.get("prompt_cache_hit_tokens")),        # DeepSeek's own field
+                 cache_write_tokens=count(prompt.get("cache_write_tokens"))
+                 or count(prompt.get("cache_creation_tokens")),
+                 reasoning_tokens=count(completion.get("reasoning_tokens")))
 
 
 class Decoder(EventDecoder):
@@ -145,11 +135,8 @@ class Decoder(EventDecoder):
             if self._reason is not None:
                 self._finish(events)
             return                          # [DONE] without finish_reason: end() reports it
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return
-        if not isinstance(obj, dict):
+        obj = wire.json_object(data)
+        if obj is None:
             return
         if obj.get("error"):
             raise failures.from_inband(obj["error"])
@@ -157,17 +144,19 @@ class Decoder(EventDecoder):
         if isinstance(usage, dict):
             self._usage = parse_usage(usage)
         for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                self._delta(delta, events)
-            reason = choice.get("finish_reason")
-            if reason and self._reason is None:
-                self._reason = str(reason)
-                self._flush_calls(events)
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._choice(choice, events)
         if self._reason is not None and self._usage is not None:
             self._finish(events)
+
+    def _choice(self, choice: dict, events: list) -> None:
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._delta(delta, events)
+        reason = choice.get("finish_reason")
+        if reason and self._reason is None:
+            self._reason = str(reason)
+            self._flush_calls(events)
 
     def _delta(self, delta: dict, events: list) -> None:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
@@ -177,20 +166,24 @@ class Decoder(EventDecoder):
         if isinstance(text, str) and text:
             events.append(TextDelta(text))
         for call in delta.get("tool_calls") or ():
-            if not isinstance(call, dict):
-                continue
-            index = call.get("index", len(self._calls))
-            entry = self._calls.setdefault(index, [None, "", []])
-            if call.get("id"):
-                entry[0] = call["id"]
-            fn = call.get("function")
-            if isinstance(fn, dict):
-                if fn.get("name") and not entry[1]:     # sent once (some servers repeat it)
-                    entry[1] = fn["name"]
-                if isinstance(fn.get("arguments"), str):
-                    entry[2].append(fn["arguments"])
-                elif isinstance(fn.get("arguments"), dict):
-                    entry[2] = [_dumps(fn["arguments"])]
+            if isinstance(call, dict):
+                self._call_fragment(call)
+
+    def _call_fragment(self, call: dict) -> None:
+        """Add one fragment to the call at its index (id, name and arguments may each be
+        missing from any fragment)."""
+        index = call.get("index", len(self._calls))
+        entry = self._calls.setdefault(index, [None, "", []])
+        if call.get("id"):
+            entry[0] = call["id"]
+        fn = call.get("function")
+        if isinstance(fn, dict):
+            if fn.get("name") and not entry[1]:     # sent once (some servers repeat it)
+                entry[1] = fn["name"]
+            if isinstance(fn.get("arguments"), str):
+                entry[2].append(fn["arguments"])
+            elif isinstance(fn.get("arguments"), dict):
+                entry[2] = [dumps(fn["arguments"])]
 
     def _flush_calls(self, events: list) -> None:
         for index in sorted(self._calls):

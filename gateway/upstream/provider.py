@@ -1,4 +1,4 @@
-"""The ``provider`` route: Command Code's official Provider API (upstream-protocol.md 11).
+"""The ``provider`` route: Command Code's official Provider API (docs/protocol.md §11).
 
 The format depends on the model, not on the client: Claude models are served only by
 ``/provider/v1/messages`` (Anthropic format), every other model by ``/provider/v1/chat/completions``
@@ -10,19 +10,15 @@ It is a documented API, so only ordinary API headers are sent: none of the CLI's
 """
 from __future__ import annotations
 
-import json
+import functools
 
 from .. import errors, keys, transport
 from ..canonical import ChatRequest
-from . import anthropic_wire, openai_wire
+from . import anthropic_wire, failures, openai_wire, wire
+from .base import UpstreamStream
+from .exchange import iter_events, post_stream
 
 USER_AGENT = "command-code-gateway"
-
-
-class NoProviderAccess(errors.PermissionDenied):
-    """The key's plan has no Provider API (the Go plan answers ``403 upgrade_required``)."""
-
-    default_code = "upgrade_required"
 
 
 def is_claude(model_id: str) -> bool:
@@ -32,28 +28,25 @@ def is_claude(model_id: str) -> bool:
 class ProviderRoute:
     """Sends canonical requests to the Provider API endpoint that serves their model."""
 
-    def __init__(self, cfg: dict, transport_: transport.Transport):
-        cc = cfg["commandcode"]
-        self.api_key = cc["api_key"]
-        self.chat_url = cc["base_url"] + openai_wire.PATH
-        self.messages_url = cc["base_url"] + anthropic_wire.PATH
+    def __init__(self, transport_: transport.Transport, base_url: str):
+        self.chat_url = base_url + openai_wire.PATH
+        self.messages_url = base_url + anthropic_wire.PATH
         self.transport = transport_
         self._chat_headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
                               "User-Agent": USER_AGENT}
         self._messages_headers = dict(self._chat_headers, **{"anthropic-version": "2023-06-01"})
 
-    def open(self, req: ChatRequest, api_key: str | None = None) -> "ProviderStream":
-        key = keys.require(api_key or self.api_key)
+    def open(self, req: ChatRequest, key: str) -> "ProviderStream":
+        key = keys.require(key)
         if is_claude(req.model.id):
-            url, wire, headers = self.messages_url, anthropic_wire, self._messages_headers
+            url, codec, headers = self.messages_url, anthropic_wire, self._messages_headers
         else:
-            url, wire, headers = self.chat_url, openai_wire, self._chat_headers
-        body = json.dumps(wire.encode(req), ensure_ascii=False, separators=(",", ":")).encode()
+            url, codec, headers = self.chat_url, openai_wire, self._chat_headers
         return ProviderStream(self.transport, url, dict(headers, Authorization=f"Bearer {key}"),
-                              body, wire.Decoder)
+                              wire.body(codec.encode(req)), codec.Decoder)
 
 
-class ProviderStream:
+class ProviderStream(UpstreamStream):
     """One Provider API call, iterated as lists of canonical events, one list per network read.
 
     :meth:`connect` sends the request and waits for the response headers, so a caller can
@@ -61,35 +54,25 @@ class ProviderStream:
     """
 
     def __init__(self, transport_, url: str, headers: dict, body: bytes, decoder_cls):
+        super().__init__()
         self._transport = transport_
         self._url = url
         self._headers = headers
         self._body = body
         self._decoder_cls = decoder_cls
         self._resp = None
-        self._aborted = False
 
     def connect(self) -> None:
         if self._resp is not None:
             return
         try:
-            self._resp = self._transport.post_stream(self._url, self._headers, self._body)
+            self._resp = post_stream(self._transport, self._url, self._headers, self._body)
         except errors.PermissionDenied as err:
-            if err.code != "upgrade_required":
-                raise
-            raise NoProviderAccess(
-                "Command Code: this key's plan has no Provider API access (the Go plan answers "
-                "403 upgrade_required). Set commandcode.mode to auto or cli in the gateway's "
-                "config to use the CLI route, or upgrade the plan.") from None
+            raise failures.no_provider_access(err) from None
+        self._hold(functools.partial(transport.abort, self._resp))
 
     def __iter__(self):
         self.connect()
-        if self._aborted:
-            transport.abort(self._resp)
+        if self.aborted:
             return
-        yield from transport.iter_events(self._resp, self._decoder_cls())
-
-    def abort(self) -> None:
-        self._aborted = True
-        if self._resp is not None:
-            transport.abort(self._resp)
+        yield from iter_events(self._resp, self._decoder_cls())
