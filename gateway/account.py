@@ -10,8 +10,16 @@
   each worker and refreshed hourly: a request never waits for it, and until it arrives (or
   when it cannot) the shipped catalog serves alone.
 
-These GETs carry the CLI's headers for account endpoints (upstream-protocol.md 3.2), as the CLI
-itself sends them; none is on the hot path.
+These GETs carry the CLI's headers for account endpoints (docs/protocol.md §3.2), as the CLI
+itself sends them (one copy, :func:`gateway.upstream.cli.cli_headers`), and their failures are
+worded as on every route (:mod:`gateway.upstream.exchange`); none is on the hot path.
+
+What is kept between requests sits behind the small contracts of :mod:`gateway.state`: the
+credits per key in a :class:`~gateway.state.CreditsCache` (by default a bounded in-process LRU,
+so passthrough keys cannot grow it without end), the billing failures in a
+:class:`~gateway.state.FailureMemory` (by default :class:`SharedFailures`, the file), the last
+model list in a :class:`~gateway.state.ModelListCache`.  Constructors take what they use, not
+the configuration, so another backend is one argument away.
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ import threading
 import time
 
 from . import errors, keys
+from .state import CreditsCache, FailureMemory, MemoryCache, MemoryModelList, ModelListCache
+from .upstream.cli import cli_headers
+from .upstream.exchange import get_json
 from .usage import replace_atomically
 
 log = logging.getLogger("gateway.account")
@@ -30,16 +41,20 @@ CREDITS_PATH = "/alpha/billing/credits"
 MODELS_PATH = "/provider/v1/models"
 CREDITS_TTL, CREDITS_FAILURE_TTL = 60.0, 10.0
 CREDITS_WAIT = 1.0          # the longest a request waits for a credits lookup
+CREDITS_MAX_KEYS = 1024     # keys whose credits are kept; past it the least recently used go
 MODELS_TTL, MODELS_RETRY = 3600.0, 300.0
 _TIMEOUT = 5.0
 
 
 class SharedFailures:
     """Billing failures per key label, until when, shared by every worker through one file
-    (replaced atomically; a lost update only means one more worker asks once more)."""
+    (replaced atomically; a lost update only means one more worker asks once more).  The file
+    backend of :class:`gateway.state.FailureMemory`; ``clock`` is unix seconds, because the
+    file is shared by processes (a monotonic clock is not)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, clock=None):
         self.path = path
+        self._clock = clock or time.time
 
     def _read(self) -> dict:
         try:
@@ -51,12 +66,12 @@ class SharedFailures:
 
     def get(self, label: str) -> errors.GatewayError | None:
         entry = self._read().get(label)
-        if isinstance(entry, list) and len(entry) == 3 and entry[0] > time.time():
+        if isinstance(entry, list) and len(entry) == 3 and entry[0] > self._clock():
             return errors.error_for_status(int(entry[1]), str(entry[2]))
         return None
 
     def put(self, label: str, err: errors.GatewayError, ttl: float) -> None:
-        now = time.time()
+        now = self._clock()
         data = {k: v for k, v in self._read().items()
                 if isinstance(v, list) and v and v[0] > now}
         data[label] = [now + ttl, err.status, err.message]
@@ -66,20 +81,37 @@ class SharedFailures:
             log.warning("could not write %s; other workers will ask again", self.path)
 
 
-class Account:
-    """Credits per key, cached; looked up in the background, waited for at most a second."""
+class _Lookup:
+    """One credits lookup under way: waiters wait on ``done``; ``value`` is what it found (a
+    body or a GatewayError), None until then or when the lookup itself broke."""
 
-    def __init__(self, cfg: dict, transport, failures_path: str | None = None):
-        cc = cfg["commandcode"]
-        self._url = cc["base_url"] + CREDITS_PATH
+    __slots__ = ("done", "value")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.value = None
+
+
+class Account:
+    """Credits per key, cached; looked up in the background, waited for at most a second.
+
+    ``failures_path`` is the shared billing-failure file (:class:`SharedFailures`);
+    ``failures`` another :class:`~gateway.state.FailureMemory` in its place, ``cache`` another
+    :class:`~gateway.state.CreditsCache` than the in-process LRU.
+    """
+
+    def __init__(self, base_url: str, cli_version: str, transport,
+                 failures_path: str | None = None, *, failures: FailureMemory | None = None,
+                 cache: CreditsCache | None = None):
+        self._url = base_url + CREDITS_PATH
         self._transport = transport
-        self._headers = {"Content-Type": "application/json", "User-Agent": "cli",
-                         "x-command-code-version": cc["cli_version"],
-                         "x-cli-environment": "production"}
-        self._cache: dict[str, tuple[float, object]] = {}
-        self._pending: dict[str, threading.Event] = {}
+        self._headers = cli_headers(cli_version)     # the CLI's, for account endpoints
+        self._cache = cache if cache is not None else MemoryCache(CREDITS_MAX_KEYS)
+        self._pending: dict[str, _Lookup] = {}
         self._lock = threading.Lock()
-        self._failures = SharedFailures(failures_path) if failures_path else None
+        if failures is None and failures_path:
+            failures = SharedFailures(failures_path)
+        self._failures = failures
 
     def credits(self, key: str, wait: float = CREDITS_WAIT) -> dict:
         """The ``/alpha/billing/credits`` body for ``key``; raises the mapped GatewayError.
@@ -88,65 +120,73 @@ class Account:
         last known body, or, with none, an UpstreamTimeout (the lookup goes on meanwhile).
         """
         label = keys.label(key)
-        entry = self._cache.get(label)
-        if entry is None or entry[0] <= time.monotonic():
-            self._refresh(label, key).wait(wait)
-            newer = self._cache.get(label)
-            if newer is not entry:
-                entry = newer
-            elif entry is None or isinstance(entry[1], errors.GatewayError):
+        entry = self._cache.get(label)          # (value, fresh) or None
+        if entry is None or not entry[1]:
+            lookup = self._refresh(label, key)
+            lookup.done.wait(wait)
+            if lookup.value is not None:
+                entry = (lookup.value, True)
+            elif entry is None or isinstance(entry[0], errors.GatewayError):
                 raise errors.UpstreamTimeout("Command Code's billing endpoint is slow to answer; "
                                              "it is being asked again in the background")
-        if isinstance(entry[1], errors.GatewayError):
-            raise entry[1]
-        return entry[1]
+        if isinstance(entry[0], errors.GatewayError):
+            raise entry[0]
+        return entry[0]
 
-    def _refresh(self, label: str, key: str) -> threading.Event:
+    def _refresh(self, label: str, key: str) -> _Lookup:
         """The lookup of ``label``'s credits under way, started if none is."""
         with self._lock:
-            done = self._pending.get(label)
-            if done is None:
-                done = self._pending[label] = threading.Event()
-                threading.Thread(target=self._lookup, args=(label, key, done), daemon=True,
+            lookup = self._pending.get(label)
+            if lookup is None:
+                lookup = self._pending[label] = _Lookup()
+                threading.Thread(target=self._lookup, args=(label, key, lookup), daemon=True,
                                  name="credits-lookup").start()
-            return done
+            return lookup
 
-    def _lookup(self, label: str, key: str, done: threading.Event) -> None:
+    def _ask(self, label: str, key: str) -> tuple[object, float]:
+        """What the billing endpoint says of ``key`` (or what another worker heard), and how
+        long that holds."""
+        remembered = self._failures.get(label) if self._failures is not None else None
+        if remembered is not None:
+            return remembered, CREDITS_FAILURE_TTL
         try:
-            remembered = self._failures.get(label) if self._failures else None
-            if remembered is not None:
-                value, ttl = remembered, CREDITS_FAILURE_TTL
-            else:
-                try:
-                    value = self._transport.get_json(
-                        self._url, dict(self._headers, Authorization=f"Bearer {key}"),
-                        timeout=_TIMEOUT)
-                    if not isinstance(value, dict):
-                        raise errors.UpstreamError("Command Code's credits answer is not an object")
-                    ttl = CREDITS_TTL
-                except errors.GatewayError as err:
-                    value, ttl = err, CREDITS_FAILURE_TTL
-                    if self._failures is not None:
-                        self._failures.put(label, err, ttl)
-            self._cache[label] = (time.monotonic() + ttl, value)
+            value = get_json(self._transport, self._url,
+                             dict(self._headers, Authorization=f"Bearer {key}"), _TIMEOUT)
+            if not isinstance(value, dict):
+                raise errors.UpstreamError("Command Code's credits answer is not an object")
+            return value, CREDITS_TTL
+        except errors.GatewayError as err:
+            if self._failures is not None:
+                self._failures.put(label, err, CREDITS_FAILURE_TTL)
+            return err, CREDITS_FAILURE_TTL
+
+    def _lookup(self, label: str, key: str, lookup: _Lookup) -> None:
+        try:
+            value, ttl = self._ask(label, key)
+            self._cache.put(label, value, ttl)
+            lookup.value = value
         except Exception:       # never leave a waiter hanging on a lookup that broke
             log.exception("the credits lookup failed")
         finally:
             with self._lock:
                 self._pending.pop(label, None)
-            done.set()
+            lookup.done.set()
 
 
 class ModelDiscovery:
-    """Fetches the Provider API's model list in the background and hands it to ``on_update``."""
+    """Fetches the Provider API's model list in the background and hands it to ``on_list``.
 
-    def __init__(self, cfg: dict, transport, on_update):
-        self._url = cfg["commandcode"]["base_url"] + MODELS_PATH
+    The last good list is also kept in ``cache`` (a :class:`~gateway.state.ModelListCache`;
+    in-process by default), where a shared backend could let other workers see it.
+    """
+
+    def __init__(self, base_url: str, transport, on_list, cache: ModelListCache | None = None):
+        self._url = base_url + MODELS_PATH
         self._transport = transport
-        self._on_update = on_update
+        self._on_list = on_list
+        self.cache = cache if cache is not None else MemoryModelList()
         self._pid: int | None = None
         self._lock = threading.Lock()
-        self.fetched_at: float | None = None
 
     def ensure_running(self) -> None:
         """Start this process's refresher once (after gunicorn forked, never in the master)."""
@@ -159,8 +199,7 @@ class ModelDiscovery:
 
     def fetch_once(self) -> bool:
         try:
-            body = self._transport.get_json(self._url, {"Accept": "application/json"},
-                                            timeout=_TIMEOUT)
+            body = get_json(self._transport, self._url, {"Accept": "application/json"}, _TIMEOUT)
             entries = body.get("data") if isinstance(body, dict) else None
             if not isinstance(entries, list):
                 raise errors.UpstreamError("the model list has no 'data' array")
@@ -168,8 +207,8 @@ class ModelDiscovery:
             log.info("could not refresh the model list from %s (%s); the shipped catalog "
                      "serves meanwhile", MODELS_PATH, err.message)
             return False
-        self._on_update(entries)
-        self.fetched_at = time.time()
+        self.cache.put(entries)
+        self._on_list(entries)
         return True
 
     def _run(self) -> None:

@@ -125,6 +125,20 @@ def prefixed(model_id: str, prefixes: tuple[str, ...]) -> bool:
     return bool(prefixes) and _short(model_id).lower().startswith(prefixes)
 
 
+def _positive_int(v) -> int | None:
+    """``v`` when the model list gives a usable count (a positive integer), else None."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def _listed(mid: str, old: Model | None, ctx: int | None, out: int | None) -> Model:
+    """The model ``mid`` as the Provider API's list describes it: what the list gives wins over
+    the shipped table, which keeps what the list does not say (vision, efforts, plan)."""
+    if old is None:
+        return Model(mid, None, (), ctx or 200000, out, None)
+    return Model(mid, old.vision, old.efforts, ctx or old.context, out or old.max_output,
+                 old.min_plan)
+
+
 class Catalog:
     """Lookup tables built once at startup; resolution is a few dict hits per request."""
 
@@ -163,17 +177,9 @@ class Catalog:
             mid = e.get("id") if isinstance(e, dict) else None
             if not isinstance(mid, str) or not mid:
                 continue
-            ctx = e.get("context_length")
-            out = e.get("max_output_tokens")
-            ctx = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0 else None
-            out = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else None
             mid = self._by_lower.get(mid.lower(), mid)     # the catalog's spelling wins
-            old = models.get(mid)
-            if old is None:
-                models[mid] = Model(mid, None, (), ctx or 200000, out, None)
-            else:
-                models[mid] = Model(mid, old.vision, old.efforts, ctx or old.context,
-                                    out or old.max_output, old.min_plan)
+            models[mid] = _listed(mid, models.get(mid), _positive_int(e.get("context_length")),
+                                  _positive_int(e.get("max_output_tokens")))
         return Catalog(list(models.values()), *self._args)
 
     def excluded(self, model_id: str) -> bool:

@@ -4,7 +4,8 @@ in SQLite beside the usage file.
 Clients that chain answers (``previous_response_id``, ``GET /v1/responses/{id}``) may reach any
 gunicorn worker, so the store cannot live in one process's memory.  SQLite in WAL mode is in the
 standard library, needs no server, lets readers proceed while one writer writes, and survives a
-restart; a later backend (Redis, for several instances) only has to offer the same four methods.
+restart; a later backend (Redis, for several instances) only has to offer the same methods
+(:class:`gateway.state.ConversationState`; ``state.MemoryConversations`` is the in-process one).
 
 What is stored per response is what continuing it needs: the response object as the client got
 it (its ``output`` with our ``encrypted_content`` reasoning, so a continued tool turn keeps the
@@ -65,11 +66,14 @@ class ConversationStore:
     transaction.
 
     One SQLite connection per thread (SQLite connections must not cross threads), opened on first
-    use in the worker that uses it, never inherited through a fork.
+    use in the worker that uses it, never inherited through a fork.  The file backend of
+    :class:`gateway.state.ConversationState`; ``clock`` (unix seconds) dates rows and decides
+    their expiry.
     """
 
-    def __init__(self, path: str, ttl_days: float = 30, max_mb: float = 512):
+    def __init__(self, path: str, ttl_days: float = 30, max_mb: float = 512, clock=None):
         self.path = os.path.abspath(path)
+        self._clock = clock or time.time
         self.ttl = ttl_days * 86400
         self.max_bytes = int(max_mb * 1024 * 1024)
         self._local = threading.local()
@@ -92,7 +96,7 @@ class ConversationStore:
     def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
         """Store ``response`` (keyed by its ``id``) with the full input that produced it;
         ``own_from``: where the request's own items start (before it: the chain it continued)."""
-        now = time.time()
+        now = self._clock()
         own = [i for i in input_items[own_from:] + response["output"]
                if isinstance(i, dict) and isinstance(i.get("id"), str)]
         with self._transaction() as db:
@@ -114,7 +118,7 @@ class ConversationStore:
     def put_thread(self, message_id: str, entry: dict) -> None:
         """An Anthropic message thread as it stands after the message ``message_id``:
         ``{"messages": [...], "system": ..., "tools": ...}``, the reply included."""
-        now = time.time()
+        now = self._clock()
         self._put("threads", message_id, entry, now)
         self._count_write(now)
 
@@ -132,7 +136,7 @@ class ConversationStore:
 
     def _get(self, table: str, key: str) -> dict | None:
         row = self._db().execute(f"SELECT data FROM {table} WHERE id = ? AND expires > ?",
-                                 (key, time.time())).fetchone()
+                                 (key, self._clock())).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete(self, response_id: str) -> bool:
@@ -163,7 +167,7 @@ class ConversationStore:
         """Drop expired rows; past the size cap, the oldest tenth of the rest as well."""
         db = self._db()
         for table in _TABLES:
-            db.execute(f"DELETE FROM {table} WHERE expires <= ?", (now or time.time(),))
+            db.execute(f"DELETE FROM {table} WHERE expires <= ?", (now or self._clock(),))
         pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
                              for p in ("page_count", "freelist_count", "page_size"))
         if (pages - free) * size > self.max_bytes:      # freed pages are reused, not counted

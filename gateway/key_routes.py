@@ -29,9 +29,27 @@ CLI, PROVIDER = "cli", "provider"
 RECHECK_SECONDS = 24 * 3600
 
 
+def route_of(entry: tuple[str, float] | None, now: float) -> str | None:
+    """The route a record ``(route, unix time)`` stands for at ``now``: None when there is no
+    record or when it is a CLI-only one old enough to recheck (every backend applies this)."""
+    if entry is None:
+        return None
+    route, at = entry
+    if route == CLI and now - at > RECHECK_SECONDS:
+        return None
+    return route
+
+
 class KeyRoutes:
-    def __init__(self, path: str):
+    """The file backend of :class:`gateway.state.RouteMemory`.
+
+    ``clock`` (unix seconds) is read when a record is written and when its age is checked; it
+    is looked up at each call, so tests may also patch ``time.time``.
+    """
+
+    def __init__(self, path: str, clock=None):
         self.path = os.path.abspath(path)
+        self._clock = clock or (lambda: time.time())
         self._lock_path = self.path + ".lock"
         self._thread_lock = threading.Lock()
         self._known: dict[str, tuple[str, float]] = {}
@@ -47,12 +65,7 @@ class KeyRoutes:
         if entry is None:
             self._reload(force=fresh)
             entry = self._known.get(label)
-        if entry is None:
-            return None
-        route, at = entry
-        if route == CLI and time.time() - at > RECHECK_SECONDS:
-            return None
-        return route
+        return route_of(entry, self._clock())
 
     def _reload(self, force: bool = False) -> None:
         try:
@@ -84,7 +97,7 @@ class KeyRoutes:
     def remember(self, label: str, route: str) -> None:
         """Record ``label``'s route; call inside :meth:`probing`."""
         self._reload(force=True)
-        self._known[label] = (route, time.time())
+        self._known[label] = (route, self._clock())
         data = {k: [r, int(at)] for k, (r, at) in self._known.items()}
         replace_atomically(self.path, json.dumps(data, separators=(",", ":")).encode(),
                            ".key-routes-")

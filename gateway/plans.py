@@ -1,9 +1,10 @@
 """Command Code plans: which models a plan may use, and the quota a plan has left.
 
-Both come from ``GET /alpha/billing/credits`` (upstream-protocol.md 9.2).  The model gates mirror
-the CLI's client-side table (section 8.2): Go < GOAT < Pro < Max, each catalog model naming the
-cheapest tier that includes it.  Command Code's server stays the judge (a model above the plan
-answers 403 ``model_not_in_plan``); this only keeps ``/v1/models`` to what the plan can use.
+Both come from ``GET /alpha/billing/credits`` (docs/protocol.md §9.2).  The model gates mirror
+the CLI's client-side table (docs/protocol.md §8.2): Go < GOAT < Pro < Max, each catalog model
+naming the cheapest tier that includes it.  Command Code's server stays the judge (a model above
+the plan answers 403 ``model_not_in_plan``); this only keeps ``/v1/models`` to what the plan can
+use.
 """
 from __future__ import annotations
 

@@ -75,7 +75,21 @@ def _add(bucket: dict, usage: Usage, failed: bool) -> None:
     bucket["reasoning_tokens"] += usage.reasoning_tokens
 
 
-def _apply(data: dict, entry: tuple) -> None:
+def day(now: float | None = None) -> str:
+    """The UTC day a request counts in (``now`` in seconds; the current time when None)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def new_entry(model: str, usage: Usage | None, failed: bool = False, key: str | None = None,
+              now: float | None = None) -> tuple:
+    """One request as every usage backend records it: its day is fixed when it ends, so an
+    increment that waits (a disk fault, a slow backend) still counts on the right day."""
+    return (model, usage or Usage(), failed, key, day(now))
+
+
+def apply_entry(data: dict, entry: tuple) -> None:
+    """Add one request (a :func:`new_entry`) to the totals ``data``, in place; shared by every
+    backend so they agree on what a record adds."""
     model, usage, failed, key, day = entry
     _add(data, usage, failed)
     _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
@@ -85,7 +99,7 @@ def _apply(data: dict, entry: tuple) -> None:
 
 
 class UsageStore:
-    """The usage file.  A disk fault (full, read-only, gone) loses nothing: the increments wait
+    """The usage file (the file backend of :class:`gateway.state.UsageCounter`).  A disk fault (full, read-only, gone) loses nothing: the increments wait
     in this process's memory, are retried every few seconds and with the next request, and are
     written all at once when the file can be written again -- one log line when the fault
     starts, one when it ends, never a traceback per request."""
@@ -112,7 +126,7 @@ class UsageStore:
         with self._thread_lock:
             pending = list(self._pending)
         for entry in pending:           # what this worker counted during a disk fault
-            _apply(data, entry)
+            apply_entry(data, entry)
         return data
 
     def _load(self) -> dict | None:
@@ -152,7 +166,7 @@ class UsageStore:
                key: str | None = None) -> None:
         """Add one request to the totals, the model's and today's (UTC) buckets, and the
         bucket of ``key`` (a key's label, never a key) when given."""
-        entry = (model, usage or Usage(), failed, key, time.strftime("%Y-%m-%d", time.gmtime()))
+        entry = new_entry(model, usage, failed, key)
         with self._thread_lock:
             self._pending.append(entry)
             self._flush()
@@ -173,7 +187,7 @@ class UsageStore:
                 if data is None:
                     data = self._quarantine()
                 for entry in self._pending:
-                    _apply(data, entry)
+                    apply_entry(data, entry)
                 self._write(data)
                 # the lock is released when the lock file is closed
         except OSError as exc:

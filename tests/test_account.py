@@ -25,6 +25,13 @@ def calls(fake, path):
     return [r for r in fake.requests if r["path"] == path]
 
 
+def later(account, seconds: float) -> None:
+    """Move the clock of ``account``'s credits cache ``seconds`` on."""
+    cache = account._cache
+    base = cache.clock
+    cache.clock = lambda: base() + seconds
+
+
 def ids(c):
     return {m["id"] for m in c.get("/v1/models").json["data"]}
 
@@ -48,8 +55,7 @@ def test_a_billing_failure_is_retried_after_ten_seconds_not_at_every_request(fak
     assert "claude-opus-5" in ids(c)            # unknown plan: nothing hidden
     fake.billing_status = 200
     account = app.extensions["gateway"].account
-    for label, (expires, value) in list(account._cache.items()):
-        account._cache[label] = (expires - 11, value)      # ten seconds later...
+    later(account, 11)                                     # ten seconds later...
     shared = account._failures.path                        # ...for every worker too
     with open(shared) as f:
         data = json.load(f)
@@ -126,8 +132,7 @@ def test_a_stale_plan_is_used_while_a_refresh_is_slow(fake, tmp_path):
     app, c = make(fake, tmp_path, plan="auto", commandcode={"api_key": GO_KEY})
     assert c.get("/usage").json["upstream"]["plan"] == "individual-go"
     account = app.extensions["gateway"].account
-    for label, (expires, value) in list(account._cache.items()):
-        account._cache[label] = (expires - 61, value)      # a minute later: due for a refresh
+    later(account, 61)                                     # a minute later: due for a refresh
     slow = _SlowTransport()
     account._transport = slow
     try:
@@ -146,11 +151,89 @@ def test_a_billing_failure_is_remembered_across_workers(fake, tmp_path):
     cfg = validate(gateway_config(fake.url, tmp_path, commandcode={"api_key": GO_KEY}))
     path = str(tmp_path / "billing_failures.json")
     from gateway.transport import Transport
-    first = Account(cfg, Transport(1, 5), path)
-    second = Account(cfg, Transport(1, 5), path)
+    cc = cfg["commandcode"]
+    first = Account(cc["base_url"], cc["cli_version"], Transport(1, 5), path)
+    second = Account(cc["base_url"], cc["cli_version"], Transport(1, 5), path)
     for account in (first, second):
         try:
             account.credits(GO_KEY)
         except errors.GatewayError:
             pass
     assert len(calls(fake, CREDITS_PATH)) == 1
+
+
+class _CountingTransport:
+    """get_json that answers a Go plan at once, counting the keys it was asked about."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def get_json(self, url, headers, timeout=10.0):
+        self.asked.append(headers["Authorization"])
+        return {"credits": {"planId": "individual-go"}}
+
+
+def test_the_credits_cache_keeps_a_bounded_number_of_keys():
+    """Passthrough keys cannot grow the cache without end: past its size, the least recently
+    used key goes (and is asked again when it comes back); the others are still served."""
+    from gateway.account import Account
+    from gateway.state import MemoryCache
+    transport = _CountingTransport()
+    account = Account("http://upstream.invalid", "1.0", transport, cache=MemoryCache(max_keys=2))
+    for key in ("user_a", "user_b", "user_a", "user_c"):       # b is the least recently used
+        assert account.credits(key, wait=5)["credits"]["planId"] == "individual-go"
+    assert len(account._cache) == 2
+    assert transport.asked == ["Bearer user_a", "Bearer user_b", "Bearer user_c"]
+    account.credits("user_a", wait=5)                          # still cached
+    account.credits("user_b", wait=5)                          # evicted: asked again
+    assert transport.asked[3:] == ["Bearer user_b"]
+
+
+def test_the_default_credits_cache_is_bounded():
+    from gateway.account import CREDITS_MAX_KEYS, Account
+    account = Account("http://upstream.invalid", "1.0", _CountingTransport())
+    assert account._cache.max_keys == CREDITS_MAX_KEYS
+
+
+def test_credits_follow_the_ttls_on_the_caches_clock():
+    """A good answer is fresh a minute, a failure ten seconds; stale ones are asked again."""
+    from gateway.account import CREDITS_FAILURE_TTL, CREDITS_TTL, Account
+    from gateway.state import MemoryCache
+    now = [1000.0]
+    transport = _CountingTransport()
+    account = Account("http://upstream.invalid", "1.0", transport,
+                      cache=MemoryCache(clock=lambda: now[0]))
+    account.credits("user_a", wait=5)
+    now[0] += CREDITS_TTL - 1
+    account.credits("user_a", wait=5)
+    assert len(transport.asked) == 1
+    now[0] += 2
+    account.credits("user_a", wait=5)
+    assert len(transport.asked) == 2
+
+    def failing(url, headers, timeout=10.0):
+        transport.asked.append(headers["Authorization"])
+        raise errors.UpstreamError("billing is down")
+
+    transport.get_json = failing
+    now[0] += CREDITS_TTL + 1
+    for _ in range(2):
+        try:
+            account.credits("user_a", wait=5)
+        except errors.UpstreamError as err:
+            assert err.message == "billing is down"
+    assert len(transport.asked) == 3                           # the failure is cached...
+    now[0] += CREDITS_FAILURE_TTL + 1
+    try:
+        account.credits("user_a", wait=5)
+    except errors.UpstreamError:
+        pass
+    assert len(transport.asked) == 4                           # ...ten seconds
+
+
+def test_the_model_list_is_kept_in_its_cache(fake, tmp_path):
+    app, _ = make(fake, tmp_path, discover_models=True)
+    discovery = app.extensions["gateway"].discovery
+    assert discovery.cache.get() is None
+    assert discovery.fetch_once() is True
+    assert NEW_PROVIDER_MODEL in {e["id"] for e in discovery.cache.get()}

@@ -1,0 +1,309 @@
+"""The state the gateway keeps between requests, behind small contracts.
+
+Everything a request reads or leaves for later goes through one of these protocols: the usage
+counter (:class:`UsageCounter`), each key's route in ``auto`` mode (:class:`RouteMemory`), the
+credits per key (:class:`CreditsCache`), the billing failures every worker should know of
+(:class:`FailureMemory`), the last model list (:class:`ModelListCache`) and the stored
+Responses and threads (:class:`ConversationState`).  Callers (``chat.py``, the views,
+``upstream/auto.py``, ``account.py``) use only these methods, with the names they always had,
+so where the state lives is the business of whoever builds the objects: ``Gateway.__init__``
+(and, for the key routes, ``gateway/upstream/routes.py``, which it calls).
+
+Two kinds of backend exist today.  The file backends, for one machine with many workers, sit
+where they always did -- :class:`gateway.usage.UsageStore`, :class:`gateway.key_routes.KeyRoutes`,
+:class:`gateway.account.SharedFailures`, :class:`gateway.conversations.ConversationStore` (the
+credits cache and the model list were never shared, so their only backend is in-process).  The
+in-memory ones below serve one process: tests, embedding, and the reference a new backend is
+checked against -- they sit beside the contracts as httpx's ``MockTransport`` sits beside its
+transport contract.
+
+Another backend (Redis, to share the state between several instances) plugs in without
+touching a caller: a class with the same methods (its own module, say ``gateway/redis_state.py``),
+constructed where the file one is -- ``Account(..., failures=..., cache=...)``,
+``ModelDiscovery(..., cache=...)``, ``self.usage = ...``, ``self.conversations = ...`` in
+``Gateway.__init__``, the ``AutoRoute``'s memory in ``upstream/routes.py`` -- and added to the backends
+``tests/test_state.py`` is parametrized over, so it passes the same contract.  Shared backends
+must date things with the wall clock (``time.time``): a monotonic clock means nothing in another
+process.  Each class here takes an injectable ``clock`` for the same reason tests need one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections import OrderedDict
+from contextlib import AbstractContextManager
+from typing import Callable, Protocol, runtime_checkable
+
+from . import errors, usage
+from .canonical import Usage
+from .key_routes import route_of
+
+Clock = Callable[[], float]
+
+
+# ---- the contracts -----------------------------------------------------------------------------
+
+@runtime_checkable
+class UsageCounter(Protocol):
+    """Token totals: overall, per model, per UTC day and per key label (``usage.empty()``'s
+    shape plus a ``keys`` section once a label was given).  ``path`` names where they live, for
+    log lines."""
+
+    path: str
+
+    def record(self, model: str, usage: Usage | None, failed: bool = False,
+               key: str | None = None) -> None:
+        """Count one finished request (``usage`` None: a request with no tokens)."""
+
+    def read(self) -> dict:
+        """Every total as of now; the caller may change what it gets."""
+
+
+@runtime_checkable
+class RouteMemory(Protocol):
+    """Which route (``key_routes.CLI`` or ``PROVIDER``) each key label takes in ``auto`` mode."""
+
+    def get(self, label: str, fresh: bool = False) -> str | None:
+        """The remembered route; None when unknown or a CLI-only record due for a recheck.
+        ``fresh``: do not trust what this process saw last."""
+
+    def probing(self) -> AbstractContextManager:
+        """Held while a key's route is being found out: one prober at a time, everywhere the
+        memory is shared."""
+
+    def remember(self, label: str, route: str) -> None:
+        """Record ``label``'s route, now; call inside :meth:`probing`."""
+
+
+@runtime_checkable
+class CreditsCache(Protocol):
+    """The last credits answer (a body or a GatewayError) per key label.  An entry past its
+    ``ttl`` is still returned, marked stale: it serves while a refresh is under way."""
+
+    def get(self, label: str) -> tuple[object, bool] | None:
+        """``(value, fresh)``, or None when nothing is known of ``label``."""
+
+    def put(self, label: str, value: object, ttl: float) -> None:
+        """Keep ``value`` for ``label``, fresh for ``ttl`` seconds."""
+
+
+@runtime_checkable
+class FailureMemory(Protocol):
+    """Billing failures per key label, shared so that other workers do not ask again."""
+
+    def get(self, label: str) -> errors.GatewayError | None:
+        """The failure still in force for ``label`` (same status and message), or None."""
+
+    def put(self, label: str, err: errors.GatewayError, ttl: float) -> None:
+        """Remember ``err`` for ``ttl`` seconds; a backend that cannot write only logs."""
+
+
+@runtime_checkable
+class ModelListCache(Protocol):
+    """The last good ``data`` of the Provider API's model list."""
+
+    def get(self) -> list[dict] | None:
+        """The entries, or None when no list was fetched yet."""
+
+    def put(self, entries: list[dict]) -> None:
+        """Replace the list."""
+
+
+@runtime_checkable
+class ConversationState(Protocol):
+    """Stored Responses, their items by id, and Anthropic threads; each entry expires."""
+
+    def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
+        """Store ``response`` under its id with the whole input that led to it, and each of
+        its own items (``input_items[own_from:]`` and its output) by id."""
+
+    def get(self, response_id: str) -> dict | None:
+        """``{"response": ..., "input": [...], "own_from": n}``, or None."""
+
+    def get_item(self, item_id: str) -> dict | None:
+        """One stored item (what an ``item_reference`` names), or None."""
+
+    def delete(self, response_id: str) -> bool:
+        """Remove a response and its own items; False when there was none."""
+
+    def put_thread(self, message_id: str, entry: dict) -> None:
+        """A message thread as it stands after ``message_id``."""
+
+    def get_thread(self, message_id: str) -> dict | None:
+        """The thread stored under ``message_id``, or None."""
+
+
+# ---- the in-process backends -------------------------------------------------------------------
+
+class MemoryUsage:
+    """Usage totals in this process's memory (lost on exit, never shared)."""
+
+    path = ":memory:"
+
+    def __init__(self, clock: Clock | None = None):
+        self._clock = clock
+        self._data = usage.empty()
+        self._lock = threading.Lock()
+
+    def record(self, model: str, usage_: Usage | None, failed: bool = False,
+               key: str | None = None) -> None:
+        now = self._clock() if self._clock else None
+        entry = usage.new_entry(model, usage_, failed, key, now)
+        with self._lock:
+            usage.apply_entry(self._data, entry)
+
+    def read(self) -> dict:
+        with self._lock:
+            return copy.deepcopy(self._data)
+
+
+class MemoryKeyRoutes:
+    """Key routes for one process; :meth:`probing` excludes its threads only."""
+
+    def __init__(self, clock: Clock | None = None):
+        self._clock = clock or time.time
+        self._known: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, label: str, fresh: bool = False) -> str | None:
+        return route_of(self._known.get(label), self._clock())
+
+    def probing(self) -> AbstractContextManager:
+        return self._lock
+
+    def remember(self, label: str, route: str) -> None:
+        self._known[label] = (route, self._clock())
+
+
+class MemoryCache:
+    """A :class:`CreditsCache` bounded to ``max_keys`` labels: past it the least recently used
+    one goes, so a gateway serving many passthrough keys keeps a fixed amount of memory.
+    ``clock`` may be monotonic, as nothing outside this process reads it."""
+
+    def __init__(self, max_keys: int = 1024, clock: Clock | None = None):
+        self.max_keys = max_keys
+        self.clock = clock or time.monotonic
+        self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, label: str) -> tuple[object, bool] | None:
+        with self._lock:
+            entry = self._entries.get(label)
+            if entry is None:
+                return None
+            self._entries.move_to_end(label)
+        expires, value = entry
+        return value, expires > self.clock()
+
+    def put(self, label: str, value: object, ttl: float) -> None:
+        with self._lock:
+            self._entries[label] = (self.clock() + ttl, value)
+            self._entries.move_to_end(label)
+            while len(self._entries) > self.max_keys:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class MemoryFailures:
+    """Billing failures for one process.  ``get`` builds a new error each time, as the file
+    backend does, so no caller shares (and re-raises) another's exception object."""
+
+    def __init__(self, clock: Clock | None = None):
+        self._clock = clock or time.time
+        self._until: dict[str, tuple[float, int, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, label: str) -> errors.GatewayError | None:
+        entry = self._until.get(label)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return errors.error_for_status(entry[1], entry[2])
+
+    def put(self, label: str, err: errors.GatewayError, ttl: float) -> None:
+        now = self._clock()
+        with self._lock:            # expired entries go at each write, as in the file
+            self._until = {k: v for k, v in self._until.items() if v[0] > now}
+            self._until[label] = (now + ttl, err.status, err.message)
+
+
+class MemoryModelList:
+    """The model list of this process."""
+
+    def __init__(self):
+        self._entries: list[dict] | None = None
+
+    def get(self) -> list[dict] | None:
+        return self._entries
+
+    def put(self, entries: list[dict]) -> None:
+        self._entries = list(entries)
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class MemoryConversations:
+    """Stored responses and threads in this process's memory.  Entries are kept as JSON text,
+    as the file keeps them, so what a caller gets never aliases what another stored.  Past
+    ``max_entries`` in a table its oldest tenth goes, as the file's size cap does."""
+
+    def __init__(self, ttl_days: float = 30, max_entries: int = 10000,
+                 clock: Clock | None = None):
+        self.ttl = ttl_days * 86400
+        self.max_entries = max_entries
+        self._clock = clock or time.time
+        self._tables: dict[str, dict[str, tuple[float, str]]] = {
+            "responses": {}, "items": {}, "threads": {}}
+        self._lock = threading.Lock()
+
+    def _put(self, table: str, key: str, value, now: float) -> None:
+        rows = self._tables[table]
+        rows.pop(key, None)                 # a replaced row is a new one: it goes last
+        rows[key] = (now + self.ttl, _dumps(value))
+        if len(rows) > self.max_entries:
+            for old in list(rows)[:max(1, len(rows) // 10)]:
+                del rows[old]
+
+    def _get(self, table: str, key: str):
+        row = self._tables[table].get(key)
+        return json.loads(row[1]) if row and row[0] > self._clock() else None
+
+    def put(self, response: dict, input_items: list, own_from: int = 0) -> None:
+        now = self._clock()
+        own = [i for i in input_items[own_from:] + response["output"]
+               if isinstance(i, dict) and isinstance(i.get("id"), str)]
+        with self._lock:
+            self._put("responses", response["id"],
+                      {"response": response, "input": input_items, "own_from": own_from}, now)
+            for item in own:
+                self._put("items", item["id"], item, now)
+
+    def get(self, response_id: str) -> dict | None:
+        return self._get("responses", response_id)
+
+    def get_item(self, item_id: str) -> dict | None:
+        return self._get("items", item_id)
+
+    def delete(self, response_id: str) -> bool:
+        entry = self.get(response_id)
+        if entry is None:
+            return False
+        own = entry["input"][entry.get("own_from", 0):] + entry["response"]["output"]
+        with self._lock:
+            self._tables["responses"].pop(response_id, None)
+            for item in own:
+                if isinstance(item, dict) and item.get("id"):
+                    self._tables["items"].pop(item["id"], None)
+        return True
+
+    def put_thread(self, message_id: str, entry: dict) -> None:
+        with self._lock:
+            self._put("threads", message_id, entry, self._clock())
+
+    def get_thread(self, message_id: str) -> dict | None:
+        return self._get("threads", message_id)
