@@ -1,21 +1,25 @@
-"""One exception hierarchy for every failure, and one helper that turns it into a wire envelope.
+"""The gateway's exception hierarchy: every failure, as plain data, for every surface.
 
 Every error the gateway reports -- a malformed request, a bad local key, an upstream 429, a stream
-that ended without ``finish`` -- is raised as a :class:`GatewayError` subclass carrying an HTTP
-status.  The client's codec never builds error bodies by hand: it calls :func:`envelope` with the
-flavour of its surface, so an OpenAI client always sees ``{"error": {...}}`` and an Anthropic
-client always sees ``{"type": "error", "error": {...}}``, with types that match the status.
+that ended without ``finish`` -- is raised as a :class:`GatewayError` subclass.  Like
+``requests.exceptions``, this module holds only the classes: what a failure *is* (its HTTP
+``status``, the type names each API family uses for it, a stable default ``code``, and for the
+client ``retry_after`` and machine-readable ``details``), never how it is written on the wire.
+The envelope is the client codec's business -- ``{"error": {...}}`` in
+:mod:`gateway.codecs.openai_chat`, ``{"type": "error", "error": {...}}`` in
+:mod:`gateway.codecs.anthropic_messages`, Codex's variants in
+:mod:`gateway.codecs.openai_responses` -- so an upstream route or a store can raise without
+knowing which client is waiting, and nothing here needs Flask.
 """
 from __future__ import annotations
 
-import json
-import time
-
-from flask import Response
-
 
 class GatewayError(Exception):
-    """Base class: ``status`` is the HTTP status the client gets, ``code`` a stable machine code."""
+    """Base class: ``status`` is the HTTP status the client gets, ``code`` a stable machine code.
+
+    ``openai_type`` and ``anthropic_type`` are the ``error.type`` each family of APIs uses for
+    this kind of failure, so the envelopes never have to map statuses to types themselves.
+    """
 
     status = 500
     openai_type = "server_error"
@@ -29,7 +33,7 @@ class GatewayError(Exception):
         self.message = message
         self.code = code or self.default_code
         self.param = param
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds; sent as Retry-After, and Codex's resets_at
         self.details = details      # machine-readable extras a client acts on (Anthropic threads)
         if status is not None:
             self.status = status
@@ -158,40 +162,3 @@ def error_for_status(status: int, message: str, **kw) -> GatewayError:
     if 400 <= status < 500:
         return InvalidRequest(message, status=status, **kw)
     return UpstreamError(message, **kw)
-
-
-OPENAI = "openai"
-ANTHROPIC = "anthropic"
-RESPONSES = "responses"     # OpenAI's envelope, with what Codex reads on top
-
-
-def envelope(err: GatewayError, flavor: str = OPENAI) -> dict:
-    """The error body in the client's own shape.
-
-    On the Responses surface a plan's usage window is ``type: "usage_limit_reached"`` with
-    ``resets_at`` (epoch seconds), which Codex shows instead of retrying, and an overload is
-    ``code: "server_is_overloaded"``, which Codex backs off from.
-    """
-    if flavor == ANTHROPIC:
-        body = {"type": err.anthropic_type, "message": err.message}
-        if err.details:
-            body["details"] = err.details
-        return {"type": "error", "error": body}
-    body = {"message": err.message, "type": err.openai_type, "code": err.code, "param": err.param}
-    if flavor == RESPONSES:
-        if err.code == "usage_limit_reached":
-            body["type"] = "usage_limit_reached"
-            if err.retry_after is not None:
-                body["resets_at"] = int(time.time()) + err.retry_after
-        elif isinstance(err, (Overloaded, AtCapacity)):
-            body["code"] = "server_is_overloaded"
-    return {"error": body}
-
-
-def error_response(err: GatewayError, flavor: str = OPENAI) -> Response:
-    """A complete Flask response for ``err``: JSON envelope, status, ``Retry-After`` when known."""
-    resp = Response(json.dumps(envelope(err, flavor)), status=err.status,
-                    mimetype="application/json")
-    if err.retry_after is not None:
-        resp.headers["Retry-After"] = str(err.retry_after)
-    return resp

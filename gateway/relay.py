@@ -14,9 +14,16 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Union
 
 from . import errors
-from .canonical import Finish
+from .canonical import Event, Finish
+from .upstream.base import UpstreamStream     # batches of events, one per read; abort()
+
+
+#: ``() -> bool``: True once the client has closed its connection.
+ClientGone = Callable[[], bool]
 
 #: Yielded by :func:`pump` after ``interval`` seconds without upstream events.
 HEARTBEAT = object()
@@ -66,7 +73,7 @@ class _ReaderPool:
 _readers = _ReaderPool()
 
 
-def client_gone_checker(environ: dict):
+def client_gone_checker(environ: dict) -> ClientGone | None:
     """A cheap ``() -> bool`` telling whether the client closed its connection, or None.
 
     gunicorn exposes the client socket as ``gunicorn.socket``; a readable socket whose peek
@@ -89,7 +96,8 @@ def client_gone_checker(environ: dict):
     return gone
 
 
-def pump(stream, interval: float, client_gone=None):
+def pump(stream: UpstreamStream, interval: float,
+         client_gone: ClientGone | None = None) -> Iterator[Union[Event, object]]:
     """Iterate ``stream`` (an iterable of event lists with ``abort()``) on a reader thread.
 
     Yields events one by one, or :data:`HEARTBEAT` after ``interval`` seconds of silence.  An

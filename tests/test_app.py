@@ -1,13 +1,10 @@
-"""The app in-process (Flask test client): config-driven behaviour, envelopes, relay mechanics."""
+"""The app in-process (Flask test client): config-driven behaviour and envelopes (the relay's
+mechanics are in test_relay.py)."""
 from __future__ import annotations
-
-import threading
-import time
 
 import pytest
 
-from gateway import create_app, errors, relay
-from gateway.canonical import Finish, TextDelta, Usage
+from gateway import create_app
 from tests.conftest import LOCAL_KEY, gateway_config
 
 AUTH = {"Authorization": f"Bearer {LOCAL_KEY}"}
@@ -116,60 +113,6 @@ def test_x_api_key_header_is_accepted(fake, tmp_path):
     assert c.get("/v1/models", headers={"x-api-key": LOCAL_KEY}).status_code == 200
     assert c.get("/v1/models", headers={"x-api-key": LOCAL_KEY + "x"}).status_code == 401
     assert c.get("/v1/models", headers={"Authorization": "Bearer "}).status_code == 401
-
-
-# ---- relay mechanics ---------------------------------------------------------------------------
-
-class BlockingStream:
-    """An upstream that sends one event, then stays silent until aborted."""
-
-    def __init__(self):
-        self.aborted = threading.Event()
-
-    def __iter__(self):
-        yield [TextDelta("a")]
-        self.aborted.wait(10)
-        raise errors.UpstreamError("aborted")
-
-    def abort(self):
-        self.aborted.set()
-
-
-def test_silent_upstream_yields_heartbeats_and_is_aborted_when_the_client_goes():
-    stream = BlockingStream()
-    gone_at = time.monotonic() + 1.2
-    items = list(relay.pump(stream, 0.3, client_gone=lambda: time.monotonic() > gone_at))
-    assert items[0] == TextDelta("a")
-    assert items.count(relay.HEARTBEAT) >= 2
-    assert stream.aborted.wait(1)
-
-
-def test_pump_reraises_upstream_errors_and_does_not_abort_after_finish():
-    class Finished:
-        aborted = False
-
-        def __iter__(self):
-            yield [TextDelta("x"), Finish("stop", Usage())]
-
-        def abort(self):
-            self.aborted = True
-
-    s = Finished()
-    events = relay.pump(s, 5)
-    assert next(events) == TextDelta("x") and isinstance(next(events), Finish)
-    events.close()      # the consumer stops at Finish: the rest is draining, not an abort
-    assert not s.aborted
-
-    class Failing:
-        def __iter__(self):
-            raise errors.RateLimited("slow down")
-            yield
-
-        def abort(self):
-            pass
-
-    with pytest.raises(errors.RateLimited):
-        list(relay.pump(Failing(), 5))
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])

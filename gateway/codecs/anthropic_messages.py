@@ -61,8 +61,7 @@ def _document(block: dict, path: str) -> str:
     in its place, and can say so."""
     title = block.get("title") if isinstance(block.get("title"), str) else ""
     if block.get("type") == "search_result":
-        texts = [b.get("text", "") for b in _blocks(block.get("content") or [], f"{path}.content")
-                 if b.get("type") == "text"]
+        texts = _texts(block.get("content") or [], f"{path}.content")
         head = " ".join(x for x in (title, block.get("source")) if isinstance(x, str) and x)
         return "\n".join(([head] if head else []) + texts)
     source = get(block, "source", dict, path, required=True)
@@ -70,14 +69,17 @@ def _document(block: dict, path: str) -> str:
     if kind == "text":
         text = get(source, "data", str, f"{path}.source", required=True)
     elif kind == "content":
-        text = "\n".join(b.get("text", "") for b in _blocks(source.get("content") or [],
-                                                           f"{path}.source.content")
-                         if b.get("type") == "text")
+        text = "\n".join(_texts(source.get("content") or [], f"{path}.source.content"))
     else:
         what = source.get("media_type") if isinstance(source.get("media_type"), str) else "document"
         return (f"[A {what} document{' (' + title + ')' if title else ''} was attached here; it "
                 "cannot be shown: this model reads text and images only.]")
     return f"{title}\n{text}" if title else text
+
+
+def _texts(content, path: str) -> list[str]:
+    """The text of a document's or search result's ``text`` blocks (others are skipped)."""
+    return [b.get("text", "") for b in _blocks(content, path) if b.get("type") == "text"]
 
 
 def _blocks(content, path: str) -> list:
@@ -459,7 +461,17 @@ class EventEncoder:
         return (self._begin() + 'event: ping\ndata: {"type":"ping"}\n\n').encode()
 
     def error(self, err: errors.GatewayError) -> bytes:
-        return (self._begin() + _sse("error", errors.envelope(err, errors.ANTHROPIC))).encode()
+        return (self._begin() + _sse("error", error_body(err))).encode()
+
+
+def error_body(err: errors.GatewayError) -> dict:
+    """Anthropic's error envelope, ``{"type": "error", "error": {type, message[, details]}}``:
+    the body of every error response on ``/v1/messages*`` and the data of the stream's ``error``
+    event.  ``details`` carries what the SDKs' thread runners read (``error_code``)."""
+    body = {"type": err.anthropic_type, "message": err.message}
+    if err.details:
+        body["details"] = err.details
+    return {"type": "error", "error": body}
 
 
 def message(events, model: str, message_id: str | None = None) -> dict:

@@ -202,9 +202,19 @@ def stream_end(base: str, usage: Usage) -> bytes:
             + "}\n\ndata: [DONE]\n\n").encode()
 
 
+def error_body(err: errors.GatewayError) -> dict:
+    """OpenAI's error envelope, ``{"error": {message, type, code, param}}``.
+
+    The one the OpenAI SDKs parse into their ``APIError``: used by Chat Completions, legacy
+    Completions, ``/v1/models``, ``/usage`` and every request no other surface claims, and the
+    base the Responses surface adds Codex's fields to."""
+    return {"error": {"message": err.message, "type": err.openai_type, "code": err.code,
+                      "param": err.param}}
+
+
 def stream_error(err: errors.GatewayError) -> bytes:
     """A failure after the stream started: an error chunk (the SDKs raise it), then [DONE]."""
-    return ("data: " + _dumps(errors.envelope(err, errors.OPENAI)) + "\n\ndata: [DONE]\n\n").encode()
+    return ("data: " + _dumps(error_body(err)) + "\n\ndata: [DONE]\n\n").encode()
 
 
 class ChunkEncoder:

@@ -34,10 +34,14 @@ from .. import errors
 from ..canonical import (TOOL_CALLS, ChatRequest, Finish, Message, ReasoningDelta, Text,
                          TextDelta, Usage)
 from ..catalog import Catalog, require
+from . import openai_chat
 from .fields import body_object, get, number_in, positive_int
 from .openai_chat import stream_end, stream_error, usage_object
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+#: Errors are answered in Chat Completions' envelope, which the same SDKs parse.
+error_body = openai_chat.error_body
 
 
 # ---- request -----------------------------------------------------------------------------------
@@ -92,8 +96,10 @@ def _check_stop(body: dict) -> None:
         raise errors.InvalidRequest("'stop' must be a string or an array of strings", param="stop")
 
 
-def decode(body, catalog: Catalog) -> ChatRequest:
+def decode(body, catalog: Catalog, images=None) -> ChatRequest:
     """A legacy Completions body as a canonical request; a 400 naming the field when it is wrong.
+
+    ``images`` is unused (a prompt is text) and there only to fit :class:`~.base.Decode`.
 
     Accepted and ignored, as the chat codec does: ``top_p``, ``presence_penalty``,
     ``frequency_penalty``, ``logit_bias``, ``seed``, ``user``, ``stream_options`` (the usage chunk

@@ -41,6 +41,7 @@ from ..catalog import Catalog, Model, clamp_effort, require
 from ..normalize import merge_same_role
 from .fields import (body_object, content_parts, get, json_arguments, number_in, parse_json,
                      positive_int)
+from .openai_chat import error_body as chat_error_body
 from .openai_chat import tool_choice
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -205,65 +206,88 @@ def _output_result(item: dict, path: str, images) -> ToolResult:
                       "\n".join(t.text for t in texts), images=imgs)
 
 
+def _message_item(item: dict, path: str, images, system: list, out: list) -> None:
+    role = get(item, "role", str, path, required=True)
+    content = item.get("content")
+    content = content if content is not None else ""
+    if role in ("system", "developer"):
+        texts, _ = _parts_text(content, f"{path}.content", images, allow_images=False)
+        system.append(SystemBlock("\n".join(t.text for t in texts)))
+    elif role == "user":
+        texts, imgs = _parts_text(content, f"{path}.content", images, allow_images=True)
+        out.append(Message("user", [*texts, *imgs]))
+    elif role == "assistant":
+        texts, _ = _parts_text(content, f"{path}.content", images, allow_images=False)
+        out.append(Message("assistant", texts))
+    else:
+        raise errors.InvalidRequest(f"'{path}.role' must be user, assistant, system or "
+                                    "developer", param=f"{path}.role")
+
+
+def _reasoning_item(item: dict, path: str, images, system: list, out: list) -> None:
+    """Ours come back whole (text and signature) from ``encrypted_content``; anyone else's as
+    their visible text, if any."""
+    ours = decode_reasoning(item.get("encrypted_content"))
+    if ours is not None:
+        out.append(Message("assistant", [Reasoning(*ours)]))
+        return
+    parts = [p for key in ("content", "summary")
+             for p in (item.get(key) if isinstance(item.get(key), list) else ())]
+    texts, _ = _parts_text(parts, f"{path}.summary", images, allow_images=False)
+    text = "\n".join(t.text for t in texts)
+    if text:
+        out.append(Message("assistant", [Reasoning(text)]))
+
+
+def _function_call_item(item: dict, path: str, images, system: list, out: list) -> None:
+    namespace = get(item, "namespace", str, path)
+    out.append(Message("assistant", [ToolCall(
+        get(item, "call_id", str, path, required=True),
+        _wire_name(namespace, get(item, "name", str, path, required=True)),
+        json_arguments(item.get("arguments"), f"{path}.arguments"))]))
+
+
+def _custom_call_item(item: dict, path: str, images, system: list, out: list) -> None:
+    namespace = get(item, "namespace", str, path)
+    out.append(Message("assistant", [ToolCall(
+        get(item, "call_id", str, path, required=True),
+        _wire_name(namespace, get(item, "name", str, path, required=True)),
+        {"input": get(item, "input", str, path, default="")})]))
+
+
+def _shell_call_item(item: dict, path: str, images, system: list, out: list) -> None:
+    action = get(item, "action", dict, path, default={})
+    args = {k: action[k] for k in ("command", "working_directory", "timeout_ms")
+            if action.get(k) is not None}
+    out.append(Message("assistant", [ToolCall(
+        get(item, "call_id", str, path, default="") or get(item, "id", str, path, required=True),
+        "local_shell", args)]))
+
+
+def _output_item(item: dict, path: str, images, system: list, out: list) -> None:
+    if item.get("type") == "local_shell_call_output" and not item.get("call_id"):
+        item = {**item, "call_id": item.get("id")}
+    out.append(Message("tool", [_output_result(item, path, images)]))
+
+
+#: Input item type -> how it joins the conversation.  Any other (additional_tools, hoisted into
+#: the tool list; web_search_call, image_generation_call, compaction, ...) is nothing a Command
+#: Code model can be sent, and is skipped.
+_ITEMS = {"message": _message_item, "reasoning": _reasoning_item,
+          "function_call": _function_call_item, "custom_tool_call": _custom_call_item,
+          "local_shell_call": _shell_call_item, "function_call_output": _output_item,
+          "custom_tool_call_output": _output_item, "local_shell_call_output": _output_item}
+
+
 def _item(item, i: int, images, system: list, out: list) -> None:
+    """One input item appended to ``system`` or ``out`` (messages), by :data:`_ITEMS`."""
     path = f"input[{i}]"
     if not isinstance(item, dict):
         raise errors.InvalidRequest(f"'{path}' must be an object", param=path)
     kind = item.get("type") or ("message" if "role" in item else None)
-    if kind == "message":
-        role = get(item, "role", str, path, required=True)
-        content = item.get("content")
-        if role in ("system", "developer"):
-            texts, _ = _parts_text(content if content is not None else "", f"{path}.content",
-                                   images, allow_images=False)
-            system.append(SystemBlock("\n".join(t.text for t in texts)))
-        elif role == "user":
-            texts, imgs = _parts_text(content if content is not None else "", f"{path}.content",
-                                      images, allow_images=True)
-            out.append(Message("user", [*texts, *imgs]))
-        elif role == "assistant":
-            texts, _ = _parts_text(content if content is not None else "", f"{path}.content",
-                                   images, allow_images=False)
-            out.append(Message("assistant", texts))
-        else:
-            raise errors.InvalidRequest(f"'{path}.role' must be user, assistant, system or "
-                                        "developer", param=f"{path}.role")
-    elif kind == "reasoning":
-        ours = decode_reasoning(item.get("encrypted_content"))
-        if ours is not None:
-            out.append(Message("assistant", [Reasoning(*ours)]))
-            return
-        parts = [p for key in ("content", "summary")
-                 for p in (item.get(key) if isinstance(item.get(key), list) else ())]
-        texts, _ = _parts_text(parts, f"{path}.summary", images, allow_images=False)
-        text = "\n".join(t.text for t in texts)
-        if text:
-            out.append(Message("assistant", [Reasoning(text)]))
-    elif kind == "function_call":
-        namespace = get(item, "namespace", str, path)
-        out.append(Message("assistant", [ToolCall(
-            get(item, "call_id", str, path, required=True),
-            _wire_name(namespace, get(item, "name", str, path, required=True)),
-            json_arguments(item.get("arguments"), f"{path}.arguments"))]))
-    elif kind == "custom_tool_call":
-        namespace = get(item, "namespace", str, path)
-        out.append(Message("assistant", [ToolCall(
-            get(item, "call_id", str, path, required=True),
-            _wire_name(namespace, get(item, "name", str, path, required=True)),
-            {"input": get(item, "input", str, path, default="")})]))
-    elif kind == "local_shell_call":
-        action = get(item, "action", dict, path, default={})
-        args = {k: action[k] for k in ("command", "working_directory", "timeout_ms")
-                if action.get(k) is not None}
-        out.append(Message("assistant", [ToolCall(
-            get(item, "call_id", str, path, default="") or get(item, "id", str, path, required=True),
-            "local_shell", args)]))
-    elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
-        if kind == "local_shell_call_output" and not item.get("call_id"):
-            item = {**item, "call_id": item.get("id")}
-        out.append(Message("tool", [_output_result(item, path, images)]))
-    # additional_tools (hoisted into the tool list), web_search_call,
-    # image_generation_call, compaction, ...: nothing a Command Code model can be sent
+    handler = _ITEMS.get(kind) if isinstance(kind, str) else None
+    if handler is not None:
+        handler(item, path, images, system, out)
 
 
 def _effort(body: dict, model: Model) -> str | None:
@@ -332,24 +356,29 @@ def _resolve_references(items: list, find_item) -> list:
     return out
 
 
-def decode(body, catalog: Catalog, images, previous: dict | None = None,
-           store_default: bool = True, find_item=None) -> tuple[ChatRequest, Turn]:
-    """A Responses request (continuing ``previous`` -- the stored entry of
-    ``previous_response_id`` -- when given) as a canonical request and its :class:`Turn`;
-    ``find_item(id)`` looks up a stored item for an ``item_reference``."""
-    body = body_object(body)
+def _model(body: dict, catalog: Catalog, previous: dict | None) -> tuple[str, Model]:
+    """The model as the client named it, and the catalog's model for it."""
     asked = get(body, "model", str)
     if asked is None and previous is not None:
         asked = previous["response"].get("model")      # Codex app follow-ups may omit it
     if asked is None:
         raise errors.InvalidRequest("'model' is required", param="model")
-    model = require(catalog, asked)
+    return asked, require(catalog, asked)
+
+
+def _refuse_unsupported(body: dict) -> None:
+    """400 for the two ways of running a response that a relay cannot offer."""
     if get(body, "background", bool):
         raise errors.InvalidRequest("'background' responses are not supported: send the request "
                                     "with stream true or false and wait for it", param="background")
     if body.get("conversation") is not None:
         raise errors.InvalidRequest("'conversation' (the Conversations API) is not supported: use "
                                     "previous_response_id, or send the whole input", param="conversation")
+
+
+def _input(body: dict, previous: dict | None, find_item) -> tuple[list, list]:
+    """``(history, items)``: the stored conversation continued, and this request's own items
+    (a string input as one user message, references resolved)."""
     raw = body.get("input")
     if raw is None or raw == "" or raw == []:
         if previous is None:
@@ -360,9 +389,12 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
         raise errors.InvalidRequest("'input' must be a string or an array of items", param="input")
     items = _resolve_references(items, find_item)
     history = (previous["input"] + previous["response"]["output"]) if previous else []
-    all_items = history + items
+    return history, items
 
-    tools, names = _tools({**body, "input": all_items}, model)
+
+def _conversation(body: dict, history: list, items: list,
+                  images) -> tuple[list[SystemBlock], list[Message]]:
+    """The system prompt (instructions, system items, then the output format) and the turns."""
     system: list[SystemBlock] = []
     instructions = get(body, "instructions", str)
     if instructions:
@@ -376,6 +408,36 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
     extra = _format_instruction(body)
     if extra:
         system.append(SystemBlock(extra))
+    return system, messages
+
+
+def _echo(body: dict, req: ChatRequest, previous: dict | None, store: bool) -> dict:
+    """The request fields the response object repeats, with their defaults when absent."""
+    echo = {k: body.get(k, v) for k, v in _ECHO.items()}
+    echo["store"] = store
+    echo["previous_response_id"] = previous["response"]["id"] if previous else None
+    echo["tools"] = body.get("tools") if isinstance(body.get("tools"), list) else []
+    echo["reasoning"] = {"effort": req.reasoning_effort,
+                         "summary": (get(body, "reasoning", dict) or {}).get("summary")}
+    echo["text"] = get(body, "text", dict) or {"format": {"type": "text"}}
+    return echo
+
+
+def decode(body, catalog: Catalog, images, previous: dict | None = None,
+           store_default: bool = True, find_item=None) -> tuple[ChatRequest, Turn]:
+    """A Responses request (continuing ``previous`` -- the stored entry of
+    ``previous_response_id`` -- when given) as a canonical request and its :class:`Turn`;
+    ``find_item(id)`` looks up a stored item for an ``item_reference``.
+
+    Fields are checked in the order a client reads its request (model, input, tools, ...), so
+    the 400 names the first one that is wrong."""
+    body = body_object(body)
+    asked, model = _model(body, catalog, previous)
+    _refuse_unsupported(body)
+    history, items = _input(body, previous, find_item)
+    all_items = history + items
+    tools, names = _tools({**body, "input": all_items}, model)
+    system, messages = _conversation(body, history, items, images)
 
     max_tokens = positive_int(get(body, "max_output_tokens", int), "max_output_tokens")
     include = get(body, "include", list, default=[])
@@ -385,13 +447,7 @@ def decode(body, catalog: Catalog, images, previous: dict | None = None,
         tool_choice=tool_choice(body), max_tokens=max_tokens,
         temperature=number_in(get(body, "temperature", (int, float)), 0, 2, "temperature"),
         reasoning_effort=_effort(body, model), stream=bool(get(body, "stream", bool, default=False)))
-    echo = {k: body.get(k, v) for k, v in _ECHO.items()}
-    echo["store"] = store_default if store is None else store
-    echo["previous_response_id"] = previous["response"]["id"] if previous else None
-    echo["tools"] = body.get("tools") if isinstance(body.get("tools"), list) else []
-    echo["reasoning"] = {"effort": req.reasoning_effort,
-                         "summary": (get(body, "reasoning", dict) or {}).get("summary")}
-    echo["text"] = get(body, "text", dict) or {"format": {"type": "text"}}
+    echo = _echo(body, req, previous, store_default if store is None else store)
     turn = Turn(id=new_id(), model=asked, created_at=int(time.time()), tools=names,
                 include_encrypted=INCLUDE_ENCRYPTED in include, store=echo["store"], echo=echo,
                 input_items=_with_ids(all_items), own_from=len(history))
@@ -436,6 +492,24 @@ def failure(err: errors.GatewayError) -> dict:
     if code == "rate_limit_exceeded" and err.retry_after:
         message += f" Please try again in {err.retry_after}s."
     return {"code": code, "message": message}
+
+
+def error_body(err: errors.GatewayError) -> dict:
+    """OpenAI's envelope (:func:`openai_chat.error_body`) with what Codex reads on top.
+
+    A plan's usage window is ``type: "usage_limit_reached"`` with ``resets_at`` (epoch seconds),
+    which Codex shows instead of retrying; an overload, upstream's or this worker's, is
+    ``code: "server_is_overloaded"``, which Codex backs off from.
+    """
+    envelope = chat_error_body(err)
+    body = envelope["error"]
+    if err.code == "usage_limit_reached":
+        body["type"] = "usage_limit_reached"
+        if err.retry_after is not None:
+            body["resets_at"] = int(time.time()) + err.retry_after
+    elif isinstance(err, (errors.Overloaded, errors.AtCapacity)):
+        body["code"] = "server_is_overloaded"
+    return envelope
 
 
 def public(item: dict, include_encrypted: bool) -> dict:
@@ -627,7 +701,7 @@ class ResponseEncoder:
         self.response = self.snapshot(status, usage=ev.usage, incomplete=incomplete)
         return out + self._sse(f"response.{status}", {"response": self.response})
 
-    # -- the encoder interface chat.stream_response uses --------------------------------------
+    # -- the EventEncoder contract (codecs/base.py), as chat.stream uses it -----------------
 
     def event(self, ev) -> bytes:
         out = self._begin()

@@ -8,9 +8,12 @@ from flask import Blueprint, current_app, jsonify, request
 from .. import chat, errors, tokens
 from ..codecs import anthropic_messages
 from ..normalize import normalize
+from . import error_handlers
 from .common import json_body
+from .streaming import stream_response
 
 bp = Blueprint("anthropic", __name__)
+error_handlers.install(bp, anthropic_messages.error_body)
 
 _UNSUPPORTED = {"error_code": "thread_unsupported_request", "unsupported": ["thread"]}
 
@@ -33,20 +36,7 @@ def _threaded(gw, body):
         raise errors.InvalidRequest("this gateway keeps no message threads (store_responses: "
                                     "false): send the whole conversation without 'thread'",
                                     param="thread", details=_UNSUPPORTED)
-    kind = thread.get("type") if isinstance(thread, dict) else None
-    if kind == "create":
-        base = {"messages": []}
-    elif kind == "continue":
-        pid = thread.get("previous_message_id")
-        base = gw.conversations.get_thread(pid) if isinstance(pid, str) and pid else None
-        if base is None:
-            raise errors.NotFound(f"No stored thread ends at message '{pid}' (unknown or "
-                                  "expired): start a new thread with the whole conversation",
-                                  param="thread.previous_message_id", code="thread_not_found",
-                                  details={"error_code": "thread_not_found"})
-    else:
-        raise errors.InvalidRequest("'thread.type' must be \"create\" or \"continue\"",
-                                    param="thread.type", details=_UNSUPPORTED)
+    base = _thread_base(gw, thread)
     merged = {k: v for k, v in body.items() if k != "thread"}
     new = body.get("messages")
     merged["messages"] = base["messages"] + (new if isinstance(new, list) else [])
@@ -54,6 +44,24 @@ def _threaded(gw, body):
         if key not in body and base.get(key) is not None:
             merged[key] = base[key]
     return merged, {k: merged.get(k) for k in ("messages", "system", "tools")}
+
+
+def _thread_base(gw, thread) -> dict:
+    """The stored conversation a ``thread`` continues (an empty one for ``create``)."""
+    kind = thread.get("type") if isinstance(thread, dict) else None
+    if kind == "create":
+        return {"messages": []}
+    if kind != "continue":
+        raise errors.InvalidRequest("'thread.type' must be \"create\" or \"continue\"",
+                                    param="thread.type", details=_UNSUPPORTED)
+    pid = thread.get("previous_message_id")
+    base = gw.conversations.get_thread(pid) if isinstance(pid, str) and pid else None
+    if base is None:
+        raise errors.NotFound(f"No stored thread ends at message '{pid}' (unknown or "
+                              "expired): start a new thread with the whole conversation",
+                              param="thread.previous_message_id", code="thread_not_found",
+                              details={"error_code": "thread_not_found"})
+    return base
 
 
 def _saver(gw, thread):
@@ -84,7 +92,7 @@ def messages():
     save = _saver(gw, thread)
     if req.stream:
         encoder = anthropic_messages.EventEncoder(req.requested_model, on_done=save)
-        return chat.stream_response(gw, req, encoder, request.environ)
+        return stream_response(gw, req, encoder, request.environ)
     events = chat.collect(gw, req, request.environ)
     reply = anthropic_messages.message(events, req.requested_model)
     if save is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request
 
 from .. import __version__, errors, plans
+from ..codecs import openai_chat
+from . import error_handlers
 
 bp = Blueprint("meta", __name__)
+error_handlers.install(bp, openai_chat.error_body)     # /usage: OpenAI's, as /v1/models
 
 #: What ``GET /`` lists: every endpoint, so a person or a probing client sees what is served.
 ENDPOINTS = ["POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",

@@ -6,9 +6,12 @@ from flask import Blueprint, current_app, jsonify, request
 from .. import chat
 from ..catalog import require
 from ..codecs import openai_chat, openai_completions
+from . import error_handlers
 from .common import json_body
+from .streaming import stream_response
 
 bp = Blueprint("openai", __name__)
+error_handlers.install(bp, openai_chat.error_body)
 
 
 @bp.post("/v1/chat/completions")
@@ -22,7 +25,7 @@ def chat_completions():
     req = openai_chat.decode(json_body(), gw.catalog, gw.images)
     if req.stream:
         encoder = openai_chat.ChunkEncoder(req.model.id)
-        return chat.stream_response(gw, req, encoder, request.environ)
+        return stream_response(gw, req, encoder, request.environ)
     events = chat.collect(gw, req, request.environ)
     return jsonify(openai_chat.completion(events, req.model.id))
 
@@ -41,7 +44,7 @@ def completions():
     req = openai_completions.decode(json_body(), gw.catalog)
     if req.stream:
         encoder = openai_completions.ChunkEncoder(req.model.id, gw.keepalive_interval)
-        return chat.stream_response(gw, req, encoder, request.environ)
+        return stream_response(gw, req, encoder, request.environ)
     events = chat.collect(gw, req, request.environ)
     return jsonify(openai_completions.completion(events, req.model.id))
 

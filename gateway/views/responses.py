@@ -8,9 +8,12 @@ from flask import Blueprint, current_app, jsonify, request
 
 from .. import chat, errors
 from ..codecs import openai_responses
+from . import error_handlers
 from .common import json_body
+from .streaming import stream_response
 
 bp = Blueprint("responses", __name__)
+error_handlers.install(bp, openai_responses.error_body)
 
 
 def _stored(gw, response_id: str, param: str | None = None) -> dict:
@@ -55,7 +58,7 @@ def create():
                 current_app.logger.exception("could not store response %s", response["id"])
     if req.stream:
         encoder = openai_responses.ResponseEncoder(turn, on_done)
-        return chat.stream_response(gw, req, encoder, request.environ)
+        return stream_response(gw, req, encoder, request.environ)
     events = chat.collect(gw, req, request.environ)
     return jsonify(openai_responses.response(events, turn, on_done))
 
