@@ -16,14 +16,14 @@ except _config.ConfigError as _exc:
     sys.stderr.write(f"gateway: {_exc}\n")
     sys.exit(1)
 
-_host = _cfg["host"]
-bind = f"[{_host}]:{_cfg['port']}" if ":" in _host else f"{_host}:{_cfg['port']}"
+_host = _cfg.host
+bind = f"[{_host}]:{_cfg.port}" if ":" in _host else f"{_host}:{_cfg.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gateway.worker.GatewayWorker"     # gthread: JSON parse errors, accepts by load
 # each worker relays ``stream_slots`` model calls at once (GATEWAY_THREADS overrides it; see
 # gateway/capacity.py), plus a reserve of threads so /health, /v1/models and /usage always
 # answer, even when every slot is busy
-threads = _cfg["stream_slots"] + _capacity.RESERVED_THREADS
+threads = _cfg.stream_slots + _capacity.RESERVED_THREADS
 # connections one worker holds open: served, kept alive, or still sending their request (those
 # wait in the main loop, costing a file descriptor and a small buffer, not a thread: see
 # gateway/arrival.py); past this the worker stops accepting until some close

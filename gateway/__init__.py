@@ -11,20 +11,18 @@ import logging
 import os
 
 from flask import Flask, request
-from werkzeug.exceptions import HTTPException
 
 from . import config as config_mod
 from . import capacity, errors, keys, plans
 from .account import Account, ModelDiscovery
 from .catalog import Catalog, prefixed
+from .config import Settings
 from .conversations import ConversationStore
 from .images import RemoteImages
-from .key_routes import KeyRoutes
 from .transport import Transport
-from .upstream.auto import AutoRoute
-from .upstream.cli import CliRoute
-from .upstream.provider import ProviderRoute
+from .upstream import routes
 from .usage import UsageStore
+from .views import error_handlers
 
 __version__ = "0.6.0"
 
@@ -37,36 +35,31 @@ _ALLOW_HEADERS = "authorization, content-type, x-api-key, anthropic-version, ant
 class Gateway:
     """The per-process state the views share (kept in ``app.extensions["gateway"]``)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: Settings):
         self.config = cfg
-        self.shipped_catalog = Catalog.load(cfg["exclude_models"], cfg["model_map"])
+        self.shipped_catalog = Catalog.load(cfg.exclude_models, cfg.model_map)
         self._set_catalog(self.shipped_catalog)
-        self.images = RemoteImages(cfg["fetch_remote_images"],
-                                   int(cfg["remote_image_max_mb"] * 1024 * 1024),
-                                   cfg["remote_image_timeout"])
-        cc = cfg["commandcode"]
-        self.api_key = cc["api_key"]
-        self.transport = Transport(cc["connect_timeout"], cc["idle_timeout"])
-        cli, provider = CliRoute(cfg, self.transport), ProviderRoute(cfg, self.transport)
-        state_dir = os.path.dirname(os.path.abspath(cfg["usage_file"]))
-        if cc["mode"] == "auto":
-            self.route = AutoRoute(cli, provider, KeyRoutes(os.path.join(state_dir,
-                                                                         "key_routes.json")))
-        else:
-            self.route = cli if cc["mode"] == "cli" else provider
-        self.usage = UsageStore(cfg["usage_file"])
-        self.slots = capacity.current = capacity.Slots(cfg["stream_slots"])
+        self.images = RemoteImages(cfg.fetch_remote_images,
+                                   int(cfg.remote_image_max_mb * 1024 * 1024),
+                                   cfg.remote_image_timeout)
+        cc = cfg.commandcode
+        self.api_key = cc.api_key
+        self.transport = Transport(cc.connect_timeout, cc.idle_timeout)
+        state_dir = os.path.dirname(os.path.abspath(cfg.usage_file))
+        self.route = routes.build(cc.mode, cc, self.transport, state_dir)
+        self.usage = UsageStore(cfg.usage_file)
+        self.slots = capacity.current = capacity.Slots(cfg.stream_slots)
         self.conversations = ConversationStore(
-            os.path.join(state_dir, "state.sqlite3"), cfg["responses_ttl_days"],
-            cfg["responses_max_mb"]) if cfg["store_responses"] else None
-        self.account = Account(cfg, self.transport, os.path.join(state_dir,
-                                                                 "billing_failures.json"))
-        self.discovery = ModelDiscovery(cfg, self.transport, self._merge_model_list) \
-            if cfg["discover_models"] else None
-        self.keepalive_interval = cfg["keepalive_interval"]
+            os.path.join(state_dir, "state.sqlite3"), cfg.responses_ttl_days,
+            cfg.responses_max_mb) if cfg.store_responses else None
+        self.account = Account(cc.base_url, cc.cli_version, self.transport,
+                               os.path.join(state_dir, "billing_failures.json"))
+        self.discovery = ModelDiscovery(cc.base_url, self.transport, self._merge_model_list) \
+            if cfg.discover_models else None
+        self.keepalive_interval = cfg.keepalive_interval
         self.local_keys = [k.encode() for k in config_mod.local_keys(cfg)]
-        self.passthrough = cfg["client_keys"] == "passthrough"
-        self._include = tuple(p.lower() for p in cfg["include_models"] if p)
+        self.passthrough = cfg.client_keys == "passthrough"
+        self._include = tuple(p.lower() for p in cfg.include_models if p)
 
     def _set_catalog(self, catalog: Catalog) -> None:
         self.codex_models = {m.id: m.as_codex(i) for i, m in enumerate(catalog.models)}
@@ -77,12 +70,16 @@ class Gateway:
         self._set_catalog(self.shipped_catalog.with_upstream(entries))
 
     def upstream_key(self, environ: dict) -> str | None:
-        """The Command Code key this request uses: the caller's own (passthrough) or ours."""
+        """The Command Code key this request uses: the caller's own (passthrough) or ours.
+
+        The one place that chooses: routes take the key they are given and require it (None or
+        empty: the 503 that says how to configure one).
+        """
         return environ.get(keys.UPSTREAM_KEY) or self.api_key
 
     def tier(self, key: str | None) -> str | None:
         """The plan tier whose models ``/v1/models`` lists for ``key`` (None: list them all)."""
-        plan = self.config["plan"]
+        plan = self.config.plan
         if plan == "all":
             return None
         if plan != "auto":
@@ -113,14 +110,6 @@ class Gateway:
         for key in self.local_keys:
             ok |= hmac.compare_digest(candidate, key)
         return ok
-
-
-def _flavor() -> str:
-    if request.blueprint == "anthropic" or request.path.startswith("/v1/messages"):
-        return errors.ANTHROPIC
-    if request.blueprint == "responses" or "/responses" in request.path:
-        return errors.RESPONSES
-    return errors.OPENAI
 
 
 def _presented_key() -> str | None:
@@ -179,50 +168,26 @@ def _install_handlers(app: Flask, gw: Gateway) -> None:
                     ", or your own Command Code key (user_...)" if gw.passthrough else ""))
         return None
 
-    @app.errorhandler(errors.GatewayError)
-    def gateway_error(err: errors.GatewayError):
-        if err.status >= 500:
-            log.warning("%s %s -> %d %s", request.method, request.path, err.status, err.code)
-        return errors.error_response(err, _flavor())
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if exc.code == 404:
-            err = errors.NotFound(f"Unknown endpoint: {request.method} {request.path}",
-                                  code="unknown_url")
-        elif exc.code == 405:
-            err = errors.MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
-                                          code="method_not_allowed")
-        elif exc.code == 413:
-            err = errors.RequestTooLarge(
-                f"the request body is larger than {gw.config['max_body_mb']:g} MB "
-                "(max_body_mb in the gateway's config)")
-        else:
-            err = errors.error_for_status(exc.code or 500, exc.description or exc.name)
-        return errors.error_response(err, _flavor())
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return errors.error_response(errors.GatewayError("internal gateway error",
-                                                         code="internal_error"), _flavor())
+    # each blueprint answers its own errors in its codec's envelope; these see only requests
+    # that matched no route (gateway/views/error_handlers.py)
+    error_handlers.install_unrouted(app)
 
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from ``config`` (a dict of overrides, as in config.yaml) or from the
     configuration file and environment when ``config`` is None."""
     cfg = config_mod.load() if config is None else config_mod.validate(config)
-    logging.basicConfig(level=cfg["log_level"].upper(),
+    logging.basicConfig(level=cfg.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = int(cfg["max_body_mb"] * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = int(cfg.max_body_mb * 1024 * 1024)
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     gw = Gateway(cfg)
     app.extensions["gateway"] = gw
     if gw.discovery is not None:
         gw.discovery.ensure_running()       # gunicorn builds the app in each worker
-    if not gw.config["commandcode"]["api_key"]:
+    if not cfg.commandcode.api_key:
         log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
                     "/health and /v1/models work, model calls will fail until then")
 
@@ -231,6 +196,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(openai.bp)
     app.register_blueprint(responses.bp)
     app.register_blueprint(anthropic.bp)
-    _install_cors(app, cfg["cors_origins"])
+    _install_cors(app, cfg.cors_origins)
     _install_handlers(app, gw)
     return app

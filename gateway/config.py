@@ -14,103 +14,181 @@ import logging
 import os
 import secrets
 import tempfile
+import typing
+from dataclasses import dataclass, fields as dataclass_fields, is_dataclass, make_dataclass
 
 import yaml
 
 log = logging.getLogger("gateway.config")
 
 DEFAULT_BASE_URL = "https://api.commandcode.ai"
-#: The CLI release upstream-protocol.md was read from; sent as ``x-command-code-version``.
+#: The CLI release docs/protocol.md was read from (its "Sources" and §3.1); sent as
+#: ``x-command-code-version``.
 DEFAULT_CLI_VERSION = "1.64.0"
-
-DEFAULTS: dict = {
-    "api_key": None,            # local key clients must send (or api_keys: [...])
-    "api_keys": [],
-    "commandcode": {
-        "api_key": None,        # the Command Code key (user_...)
-        "mode": "auto",         # auto | cli | provider: which upstream route model calls take
-        "base_url": DEFAULT_BASE_URL,
-        "cli_version": DEFAULT_CLI_VERSION,
-        "connect_timeout": 10.0,    # seconds to open the upstream connection
-        "idle_timeout": 900.0,      # seconds of upstream silence before we give up (reasoning can stall for minutes)
-    },
-    "host": "localhost",
-    "port": 11434,
-    "client_keys": "local",         # local | passthrough (callers may send their own user_ key)
-    "plan": "auto",                 # auto | all | go | goat | pro | max: which models /v1/models lists
-    "include_models": [],           # listed whatever the plan (same prefixes as exclude_models)
-    "exclude_models": [],
-    "discover_models": True,        # merge /provider/v1/models into /v1/models (in the background)
-    "model_map": {},                # ordered glob patterns -> catalog ids, e.g. claude-* -> deepseek/...
-    "usage_file": "usage.json",
-    "store_responses": True,        # keep /v1/responses for previous_response_id (state.sqlite3)
-    "responses_ttl_days": 30,       # stored responses expire after this many days
-    "responses_max_mb": 512,        # past this size the oldest stored responses go first
-    "fetch_remote_images": False,   # fetch http(s) image URLs (never private/loopback addresses)
-    "remote_image_max_mb": 10,
-    "remote_image_timeout": 10.0,
-    "keepalive_interval": 15.0,     # seconds of upstream silence between SSE keep-alives
-    "stream_slots": 160,            # model calls one worker relays at once; past that: 503
-    "max_body_mb": 50,              # request body limit (base64 images are large)
-    "cors_origins": "*",            # Access-Control-Allow-Origin; "" disables CORS headers
-    "log_level": "info",
-}
 
 MODES = ("auto", "cli", "provider")
 CLIENT_KEYS = ("local", "passthrough")
 PLANS = ("auto", "all", "go", "goat", "pro", "max")
 
 _NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: everything about it is written here, once.
+
+    ``DEFAULTS``, the schema :func:`validate` checks, the :class:`Settings` type and the file
+    written on first start all come from :data:`FIELDS`, and tests/test_config.py checks the
+    README's table against it, so a new setting is one row here and one in the README.
+    """
+
+    name: str                   # dotted for a section's field: "commandcode.idle_timeout"
+    kind: object                # a type, a tuple of types, or "mapping" (strings to strings)
+    default: object
+    doc: str                    # what it means, in a few words (the generated file's comment)
+    choices: tuple = ()         # the values allowed, if only some are
+    positive: bool = False      # a number that must be greater than 0
+    in_file: object = None      # written into a new config file: the value's YAML text
+    shown: str | None = None    # the README's "default" column, where it is not the value
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("api_key", (str, type(None)), None, "local key clients must send (or api_keys: [...])",
+          in_file='"{local_key}"', shown="generated"),
+    Field("api_keys", list, [], "several local keys", shown="generated"),
+    Field("commandcode.api_key", (str, type(None)), None,
+          "your Command Code key (user_...); or set COMMAND_CODE_API_KEY", in_file='""',
+          shown="—"),
+    Field("commandcode.mode", str, "auto",
+          "auto: Provider API if the plan has it, else the CLI route", choices=MODES,
+          in_file='"auto"'),
+    Field("commandcode.base_url", str, DEFAULT_BASE_URL, "Command Code's API",
+          in_file='"{base_url}"'),
+    Field("commandcode.cli_version", str, DEFAULT_CLI_VERSION,
+          "sent as x-command-code-version", in_file='"{cli_version}"'),
+    Field("commandcode.connect_timeout", _NUMBER, 10.0, "seconds to open the upstream connection",
+          positive=True),
+    Field("commandcode.idle_timeout", _NUMBER, 900.0,
+          "seconds of upstream silence before we give up (reasoning can stall for minutes)",
+          positive=True),
+    Field("host", str, "localhost", "where gunicorn listens", in_file='"localhost"'),
+    Field("port", int, 11434, "the port it listens on", in_file="11434"),
+    Field("client_keys", str, "local",
+          "local | passthrough (callers may send their own user_ key)", choices=CLIENT_KEYS),
+    Field("plan", str, "auto", "which models /v1/models lists", choices=PLANS),
+    Field("include_models", list, [], "listed whatever the plan (same prefixes as exclude_models)"),
+    Field("exclude_models", list, [], "prefixes of model names not to serve", in_file="[]"),
+    Field("discover_models", bool, True,
+          "merge /provider/v1/models into /v1/models (in the background)"),
+    Field("model_map", "mapping", {},
+          "ordered glob patterns -> catalog ids, e.g. claude-* -> deepseek/..."),
+    Field("usage_file", str, "usage.json", "the usage store, relative to the config file",
+          in_file='"usage.json"'),
+    Field("store_responses", bool, True,
+          "keep /v1/responses for previous_response_id (state.sqlite3)"),
+    Field("responses_ttl_days", _NUMBER, 30, "stored responses expire after this many days",
+          positive=True),
+    Field("responses_max_mb", _NUMBER, 512,
+          "past this size the oldest stored responses go first", positive=True),
+    Field("fetch_remote_images", bool, False,
+          "fetch http(s) image URLs (never private/loopback addresses)"),
+    Field("remote_image_max_mb", _NUMBER, 10, "largest remote image fetched", positive=True),
+    Field("remote_image_timeout", _NUMBER, 10.0, "seconds a remote image may take",
+          positive=True),
+    Field("keepalive_interval", _NUMBER, 15.0,
+          "seconds of upstream silence between SSE keep-alives", positive=True),
+    Field("stream_slots", int, 160, "model calls one worker relays at once; past that: 503"),
+    Field("max_body_mb", _NUMBER, 50, "request body limit (base64 images are large)",
+          positive=True),
+    Field("cors_origins", str, "*", 'Access-Control-Allow-Origin; "" disables CORS headers'),
+    Field("log_level", str, "info", "Python logging level"),
+)
+
+
+def _nest(pairs) -> dict:
+    """``{"a.b": v}`` pairs as nested dicts ``{"a": {"b": v}}``, in the table's order."""
+    out: dict = {}
+    for name, value in pairs:
+        section, _, key = name.rpartition(".")
+        (out.setdefault(section, {}) if section else out)[key] = value
+    return out
+
+
+DEFAULTS: dict = _nest((f.name, f.default) for f in FIELDS)
 #: The type each leaf must have; a dict means a nested section.
-_SCHEMA: dict = {
-    "api_key": (str, type(None)),
-    "api_keys": list,
-    "commandcode": {
-        "api_key": (str, type(None)),
-        "mode": str,
-        "base_url": str,
-        "cli_version": str,
-        "connect_timeout": _NUMBER,
-        "idle_timeout": _NUMBER,
-    },
-    "host": str,
-    "port": int,
-    "client_keys": str,
-    "plan": str,
-    "include_models": list,
-    "exclude_models": list,
-    "discover_models": bool,
-    "model_map": "mapping",
-    "usage_file": str,
-    "store_responses": bool,
-    "responses_ttl_days": _NUMBER,
-    "responses_max_mb": _NUMBER,
-    "fetch_remote_images": bool,
-    "remote_image_max_mb": _NUMBER,
-    "remote_image_timeout": _NUMBER,
-    "keepalive_interval": _NUMBER,
-    "stream_slots": int,
-    "max_body_mb": _NUMBER,
-    "cors_origins": str,
-    "log_level": str,
-}
+_SCHEMA: dict = _nest((f.name, f.kind) for f in FIELDS)
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list",
                dict: "a mapping", _NUMBER: "a number", "mapping": "a mapping of strings to strings"}
 
-DEFAULT_FILE_TEMPLATE = """\
-# Command Code Gateway configuration, written on first start (mode 0600).
-# Every key is documented in README.md.
-api_key: "{local_key}"          # clients send this as 'Authorization: Bearer ...' or 'x-api-key'
-commandcode:
-  api_key: ""                   # your Command Code key (user_...); or set COMMAND_CODE_API_KEY
-  mode: "auto"                  # auto: Provider API if the plan has it, else the CLI route
-  base_url: "{base_url}"
-  cli_version: "{cli_version}"
-host: "localhost"
-port: 11434
-exclude_models: []
-usage_file: "usage.json"
-"""
+
+def _file_template() -> str:
+    """The file written on first start: the fields marked ``in_file``, each with its comment."""
+    lines = ["# Command Code Gateway configuration, written on first start (mode 0600).",
+             "# Every key is documented in README.md."]
+    section = ""
+    for f in FIELDS:
+        if f.in_file is None:
+            continue
+        head, _, key = f.name.rpartition(".")
+        if head != section:
+            if head:
+                lines.append(f"{head}:")
+            section = head
+        text = f"{'  ' if head else ''}{key}: {f.in_file}"
+        lines.append(f"{text:<32}# {f.doc}")
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_FILE_TEMPLATE = _file_template()
+
+
+class _Section:
+    """Read access by name as well as by attribute (``cfg["port"]`` is ``cfg.port``), so the
+    settings read like the YAML they came from; nothing can be assigned."""
+
+    def __getitem__(self, key: str):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
+    def __contains__(self, key) -> bool:
+        return isinstance(key, str) and key in self.__dataclass_fields__
+
+    def keys(self):
+        return self.__dataclass_fields__.keys()
+
+
+def _python_type(kind):
+    if kind == "mapping":
+        return dict
+    return kind if not isinstance(kind, tuple) else typing.Union[kind]
+
+
+def _settings_type(name: str, tree: dict) -> type:
+    fields_ = [(key, _settings_type(key, value) if isinstance(value, dict) else
+                _python_type(value)) for key, value in tree.items()]
+    cls = make_dataclass(name.title().replace("_", "") if name else "Settings", fields_,
+                         bases=(_Section,), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
+#: The validated configuration's type: one frozen field per row of FIELDS (sections nested).
+Settings = _settings_type("", _SCHEMA)
+#: The ``commandcode`` section's type: what the upstream routes are built from.
+CommandCode = next(f.type for f in dataclass_fields(Settings) if f.name == "commandcode")
+
+
+def _freeze(cfg: dict, kind: type = Settings):
+    values = {}
+    for f in dataclass_fields(kind):
+        value = cfg[f.name]
+        values[f.name] = _freeze(value, f.type) if is_dataclass(f.type) else value
+    return kind(**values)
 
 
 class ConfigError(Exception):
@@ -132,18 +210,22 @@ def _check(data: dict, schema: dict, prefix: str, where: str) -> None:
         expected = schema[key]
         if isinstance(expected, dict):
             _check(value, expected, name + ".", where)
-            continue
-        if expected == "mapping":       # free keys, string values (model_map)
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in value.items()):
-                raise ConfigError(f"{where}: field '{name}' must be {_TYPE_NAMES[expected]}")
-            continue
-        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, _NUMBER))
-        if not ok:
-            raise ConfigError(f"{where}: field '{name}' must be {_type_name(expected)}, "
-                              f"got {type(value).__name__}")
-        if expected is list and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: field '{name}' must be a list of strings")
+        else:
+            _check_leaf(value, expected, f"{where}: field '{name}'")
+
+
+def _check_leaf(value, expected, field: str) -> None:
+    """One value against its kind; the message names the field, never the value."""
+    if expected == "mapping":       # free keys, string values (model_map)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            raise ConfigError(f"{field} must be {_TYPE_NAMES[expected]}")
+        return
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, _NUMBER))
+    if not ok:
+        raise ConfigError(f"{field} must be {_type_name(expected)}, got {type(value).__name__}")
+    if expected is list and not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{field} must be a list of strings")
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -156,22 +238,27 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def validate(overrides: dict, where: str = "config") -> dict:
-    """Check ``overrides`` against the schema and return it merged over the defaults."""
+def validate(overrides: dict, where: str = "config") -> Settings:
+    """Check ``overrides`` against the schema and return it merged over the defaults, as the
+    frozen :class:`Settings`."""
+    return _freeze(_validated(overrides, where))
+
+
+def _value(cfg: dict, name: str):
+    section, _, key = name.rpartition(".")
+    return (cfg[section] if section else cfg)[key]
+
+
+def _validated(overrides: dict, where: str) -> dict:
+    """:func:`validate`'s work, as a plain dict that :func:`load` may still complete."""
     _check(overrides, _SCHEMA, "", where)
     cfg = _merge(DEFAULTS, overrides)
-    for field in ("commandcode.connect_timeout", "commandcode.idle_timeout", "keepalive_interval",
-                  "max_body_mb", "remote_image_max_mb", "remote_image_timeout",
-                  "responses_ttl_days", "responses_max_mb"):
-        section, _, key = field.rpartition(".")
-        value = (cfg[section] if section else cfg)[key]
-        if value <= 0:
-            raise ConfigError(f"{where}: field '{field}' must be greater than 0")
-    for field, choices in (("commandcode.mode", MODES), ("client_keys", CLIENT_KEYS),
-                           ("plan", PLANS)):
-        section, _, key = field.rpartition(".")
-        if (cfg[section] if section else cfg)[key] not in choices:
-            raise ConfigError(f"{where}: field '{field}' must be one of {', '.join(choices)}")
+    for f in FIELDS:
+        if f.positive and _value(cfg, f.name) <= 0:
+            raise ConfigError(f"{where}: field '{f.name}' must be greater than 0")
+    for f in FIELDS:
+        if f.choices and _value(cfg, f.name) not in f.choices:
+            raise ConfigError(f"{where}: field '{f.name}' must be one of {', '.join(f.choices)}")
     _check_port(cfg["port"], f"{where}: field 'port'")
     cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
                                                 f"{where}: field 'commandcode.base_url'")
@@ -282,20 +369,42 @@ def _ensure_local_key(cfg_path: str) -> str:
     return key
 
 
-def load(env=os.environ) -> dict:
+def load(env=os.environ) -> Settings:
     """Read, complete and validate the configuration the process should run with.
 
     Order: defaults < file < environment.  The Command Code key falls back to the CLI's own
-    ``~/.commandcode/auth.json`` as the CLI does.  A missing file is created with a fresh local key.
+    ``~/.commandcode/auth.json`` as the CLI does.  The files the configuration needs and lacks
+    (the config file itself, a generated local key) are created here and only here, by
+    whichever process loads first (gunicorn's master, before it forks); they are written
+    atomically, so a worker that loads at the same moment finds the same ones.
     """
     path = config_path(env)
+    _create_default_file(path)
+    cfg = _validated(_read_file(path), os.path.basename(path))
+    _apply_environment(cfg, env)
+    if not local_keys(cfg):
+        cfg["api_keys"] = [_ensure_local_key(path)]
+    cfg["usage_file"] = os.path.join(os.path.dirname(path), cfg["usage_file"])
+    return _freeze(cfg)
+
+
+def _create_default_file(path: str) -> None:
     if not os.path.exists(path):
         text = DEFAULT_FILE_TEMPLATE.format(local_key=_new_local_key(), base_url=DEFAULT_BASE_URL,
                                             cli_version=DEFAULT_CLI_VERSION)
         if _write_new_file(path, text):
             log.warning("wrote a default configuration to %s (mode 0600); the local API key is in it", path)
-    cfg = validate(_read_file(path), os.path.basename(path))
 
+
+def _env_int(env, name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"environment: {name} must be an integer") from None
+
+
+def _apply_environment(cfg: dict, env) -> None:
+    """The environment's overrides (for PaaS), each checked as strictly as the file's values."""
     cc = cfg["commandcode"]
     if env.get("COMMAND_CODE_API_KEY", "").strip():
         cc["api_key"] = env["COMMAND_CODE_API_KEY"].strip()
@@ -313,25 +422,14 @@ def load(env=os.environ) -> dict:
     if env.get("HOST"):
         cfg["host"] = env["HOST"]
     if env.get("PORT"):
-        try:
-            cfg["port"] = int(env["PORT"])
-        except ValueError:
-            raise ConfigError("environment: PORT must be an integer") from None
-        _check_port(cfg["port"], "environment: PORT")
+        cfg["port"] = _check_port(_env_int(env, "PORT"), "environment: PORT")
     if env.get("GATEWAY_THREADS"):          # streams per worker, as the PaaS variable says
-        try:
-            cfg["stream_slots"] = int(env["GATEWAY_THREADS"])
-        except ValueError:
-            raise ConfigError("environment: GATEWAY_THREADS must be an integer") from None
+        cfg["stream_slots"] = _env_int(env, "GATEWAY_THREADS")
     if cfg["stream_slots"] < 1:
         raise ConfigError("stream_slots (or GATEWAY_THREADS) must be at least 1")
-    if not local_keys(cfg):
-        cfg["api_keys"] = [_ensure_local_key(path)]
-    cfg["usage_file"] = os.path.join(os.path.dirname(path), cfg["usage_file"])
-    return cfg
 
 
-def local_keys(cfg: dict) -> list[str]:
+def local_keys(cfg) -> list[str]:
     """Every local key a client may present (``api_key`` and ``api_keys`` together)."""
     keys = list(cfg.get("api_keys") or [])
     if cfg.get("api_key"):

@@ -422,3 +422,73 @@ def test_gunicorn_starts_with_a_missing_config_file_and_writes_the_default(tmp_p
     assert "Traceback" not in log, log
     assert str(path) in log                       # the operator is told where the key is
     assert not (folder / ".gateway_api_key").exists()
+
+
+# ---- the one table of settings ----------------------------------------------------------------
+
+def _readme_table() -> dict:
+    """``{field name: default column}`` from the README's configuration table."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Configuration"):]
+    rows = {}
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            if rows:
+                break           # the table has ended
+            continue
+        names, default = line.split("|")[1:3]
+        for name in re.findall(r"`([a-z_.]+)`", names):
+            rows[name] = default.strip()
+    return rows
+
+
+def _shown(field: config_mod.Field) -> str:
+    if field.shown is not None:
+        return field.shown
+    value = field.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def test_the_readme_table_names_every_setting_with_its_default():
+    table = _readme_table()
+    assert set(table) == {f.name for f in config_mod.FIELDS}
+    for field in config_mod.FIELDS:
+        assert f"`{_shown(field)}`" in table[field.name] or _shown(field) == table[field.name], \
+            (field.name, table[field.name])
+
+
+def test_defaults_schema_and_file_come_from_the_table():
+    for field in config_mod.FIELDS:
+        section, _, key = field.name.rpartition(".")
+        defaults = config_mod.DEFAULTS[section] if section else config_mod.DEFAULTS
+        assert defaults[key] == field.default
+        if field.in_file is not None:
+            assert re.search(rf"^\s*{key}: ", config_mod.DEFAULT_FILE_TEMPLATE, re.M), field.name
+    assert set(config_mod.DEFAULTS) == {f.name.split(".")[0] for f in config_mod.FIELDS}
+
+
+def test_the_settings_are_typed_frozen_and_read_by_attribute_or_name():
+    import dataclasses
+    cfg = config_mod.validate({"port": 8080, "commandcode": {"mode": "cli"}})
+    assert isinstance(cfg, config_mod.Settings)
+    assert cfg.port == cfg["port"] == 8080
+    assert cfg.commandcode.mode == cfg["commandcode"]["mode"] == "cli"
+    assert cfg.commandcode.idle_timeout == 900.0 and cfg.keepalive_interval == 15.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.port = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.commandcode.mode = "provider"
+    with pytest.raises(KeyError):
+        cfg["no_such_field"]
+    names = {f.name for f in dataclasses.fields(config_mod.Settings)}
+    assert names == set(config_mod.DEFAULTS)
+
+
+def test_every_mode_the_config_accepts_has_a_route():
+    from gateway.upstream import routes
+    assert set(config_mod.MODES) == set(routes.ROUTES)
