@@ -2,7 +2,7 @@
 
 Clients send histories that upstream models reject: a tool call whose result was lost when the
 user interrupted, a result for a call that was never made, empty text blocks, two user turns in
-a row.  The CLI repairs these before sending (upstream-protocol.md section 4.3); so do we, once,
+a row.  The CLI repairs these before sending (docs/protocol.md §4.3); so do we, once,
 whichever surface the request came from.
 """
 from __future__ import annotations

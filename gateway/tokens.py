@@ -35,7 +35,7 @@ import math
 import re
 import struct
 
-from .canonical import ChatRequest, Image, Reasoning, Text, ToolCall, ToolResult
+from .canonical import ChatRequest, Image, Message, Reasoning, Text, ToolCall, ToolResult
 from .upstream.cli import DEFAULT_SYSTEM
 
 # Each pattern finds one kind of piece; the kinds never overlap, so they are counted separately
@@ -93,6 +93,41 @@ def text_tokens(text: str) -> int:
     return math.ceil(n * _MARGIN)
 
 
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a WebP header (``RIFF....WEBP`` already checked): the extended
+    (VP8X), lossless (VP8L) and lossy (``VP8 ``) layouts each store them differently."""
+    kind = data[12:16]
+    if kind == b"VP8X":
+        return (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
+    if kind == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if kind == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    return None
+
+
+# JPEG start-of-frame markers (SOF0-3, 5-7, 9-11, 13-15): the segments that hold the size.
+_JPEG_SOF = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG (``FF D8`` already checked): the size is not at a fixed
+    offset but in the first start-of-frame segment, so walk the segments to it (``image_tokens``
+    decodes only the first 48 kB; a frame header beyond that gives None, and the maximum cost)."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        if data[i + 1] in _JPEG_SOF:
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
 def _image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from a PNG, GIF, JPEG or WebP header; None if unrecognised."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
@@ -100,26 +135,9 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return struct.unpack("<HH", data[6:10])
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        kind = data[12:16]
-        if kind == b"VP8X":
-            return (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
-        if kind == b"VP8L":
-            bits = int.from_bytes(data[21:25], "little")
-            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if kind == b"VP8 ":
-            w, h = struct.unpack("<HH", data[26:30])
-            return w & 0x3FFF, h & 0x3FFF
+        return _webp_size(data)
     if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                return w, h
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        return _jpeg_size(data)
     return None
 
 
@@ -140,31 +158,69 @@ def _json_tokens(value) -> int:
     return text_tokens(json.dumps(value, ensure_ascii=False))
 
 
-def estimate(req: ChatRequest) -> int:
-    """Estimated input tokens of ``req``: system, messages (text, images, tool parts) and tools."""
-    n = _REQUEST_OVERHEAD
+def _system_tokens(req: ChatRequest) -> int:
+    """The system prompt as sent: a request with no non-blank system block is counted with
+    ``DEFAULT_SYSTEM``, because the gateway sends that one (upstream would otherwise add its own,
+    far longer, prompt; docs/protocol.md §4.4)."""
     system = [block.text for block in req.system if block.text.strip()] or [DEFAULT_SYSTEM]
-    for text in system:
-        n += text_tokens(text)
-    for msg in req.messages:
-        n += _MESSAGE_OVERHEAD + _PART_OVERHEAD * (len(msg.parts) - 1)
-        for p in msg.parts:
-            if isinstance(p, Text):
-                n += text_tokens(p.text)
-            elif isinstance(p, Reasoning):
-                n += _REASONING_OVERHEAD + text_tokens(p.text)
-            elif isinstance(p, Image):
-                n += image_tokens(p)
-            elif isinstance(p, ToolCall):
-                n += _TOOL_CALL_OVERHEAD + text_tokens(p.name) + _ARGUMENT_OVERHEAD * len(p.input) + \
-                    _json_tokens(p.input)
-            elif isinstance(p, ToolResult):
-                n += _TOOL_RESULT_OVERHEAD + text_tokens(p.name or "") + text_tokens(p.content) + \
-                    sum(image_tokens(i) for i in p.images)
-    tools = req.tools if req.tool_choice != "none" else []      # "none" sends no tools upstream
-    if tools:
-        n += _TOOLS_OVERHEAD
-    for tool in tools:
-        n += _TOOL_OVERHEAD + text_tokens(tool.name) + text_tokens(tool.description) + \
-            _json_tokens(tool.input_schema)
-    return n
+    return sum(text_tokens(text) for text in system)
+
+
+def _tool_call_tokens(call: ToolCall) -> int:
+    """A tool call: its wrapper, its name, one parameter wrapper per top-level argument (chat
+    templates print each argument on its own) and the arguments' JSON."""
+    return (_TOOL_CALL_OVERHEAD + text_tokens(call.name) + _ARGUMENT_OVERHEAD * len(call.input)
+            + _json_tokens(call.input))
+
+
+def _tool_result_tokens(result: ToolResult) -> int:
+    """A tool result: its wrapper, the tool's name (filled in by normalising; may be None), its
+    text and the images it carries, which count like any other image."""
+    return (_TOOL_RESULT_OVERHEAD + text_tokens(result.name or "") + text_tokens(result.content)
+            + sum(image_tokens(i) for i in result.images))
+
+
+def _part_tokens(part) -> int:
+    """One content part of a message, by kind.  Any other kind would cost nothing; the canonical
+    model has none, and a new one should get its own rule here rather than a silent zero."""
+    if isinstance(part, Text):
+        return text_tokens(part.text)
+    if isinstance(part, Reasoning):
+        return _REASONING_OVERHEAD + text_tokens(part.text)
+    if isinstance(part, Image):
+        return image_tokens(part)
+    if isinstance(part, ToolCall):
+        return _tool_call_tokens(part)
+    if isinstance(part, ToolResult):
+        return _tool_result_tokens(part)
+    return 0
+
+
+def _message_tokens(msg: Message) -> int:
+    """A message: its role marker, a separator between each two parts, and the parts.  (A
+    message with no parts counts ``_MESSAGE_OVERHEAD - _PART_OVERHEAD``, as it always has;
+    normalising drops empty messages before counting, so the case does not arise in practice.)"""
+    return (_MESSAGE_OVERHEAD + _PART_OVERHEAD * (len(msg.parts) - 1)
+            + sum(_part_tokens(p) for p in msg.parts))
+
+
+def _tools_tokens(req: ChatRequest) -> int:
+    """The tool definitions as sent: none when ``tool_choice`` is ``none`` (the gateway then
+    sends no tools upstream), otherwise the list's wrapper plus each definition's wrapper, name,
+    description and schema JSON."""
+    tools = req.tools if req.tool_choice != "none" else []
+    if not tools:
+        return 0
+    return _TOOLS_OVERHEAD + sum(_TOOL_OVERHEAD + text_tokens(tool.name) + text_tokens(tool.description)
+                                 + _json_tokens(tool.input_schema) for tool in tools)
+
+
+def estimate(req: ChatRequest) -> int:
+    """Estimated input tokens of ``req``: system, messages (text, images, tool parts) and tools.
+
+    Each piece is counted by a helper named after it, so that the rules stay readable one by one
+    (and each stays simple enough to check by eye); every count is an int, so the total does
+    not depend on the order of the sum.
+    """
+    return (_REQUEST_OVERHEAD + _system_tokens(req) + sum(_message_tokens(m) for m in req.messages)
+            + _tools_tokens(req))
