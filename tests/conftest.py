@@ -1,8 +1,8 @@
 """Shared fixtures: a fake Command Code upstream, a fresh app per test, and a real gunicorn.
 
 The fake upstream is a real HTTP server on a loopback port (tests/fake_upstream.py); it checks
-every request the gateway sends against the protocol spec, and any mismatch fails the test that
-caused it.  Integration tests run the gateway exactly as users do -- ``gunicorn wsgi:app`` with
+every request the gateway sends against the protocol (docs/protocol.md), and any mismatch fails
+the test that caused it.  Integration tests run the gateway exactly as users do -- ``gunicorn wsgi:app`` with
 gunicorn.conf.py, two gthread workers -- configured through ``GATEWAY_CONFIG``.
 """
 from __future__ import annotations

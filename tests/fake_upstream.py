@@ -11,11 +11,11 @@ rejects (wrong headers, unanswered tool calls, the reserved ``tool_search`` tool
 module is a *real* HTTP/1.1 server on a loopback port, running in a background thread of the test
 process, that
 
-* plays scripted NDJSON streams exactly as described in ``/work/shared/upstream-protocol.md``
-  (sections 6 and 7): chunked transfer encoding, ``application/x-ndjson``, an ``lb-request-id``
+* plays scripted NDJSON streams exactly as described in ``docs/protocol.md``
+  (§6 and §7): chunked transfer encoding, ``application/x-ndjson``, an ``lb-request-id``
   header, the body cut into tiny pieces so line and UTF-8 boundaries are split;
 * records every request it receives (``requests``) and checks each ``/alpha/generate`` request
-  against the envelope rules of sections 3 and 4 of the spec (``violations``);
+  against the envelope rules of docs/protocol.md §3 and §4 (``violations``);
 * records client disconnects (``disconnects``) and when the first body byte left
   (``first_byte_at``), so tests can assert cancellation propagation and latency.
 
@@ -45,20 +45,20 @@ upstream key to a Command Code plan id; it starts as ``DEFAULT_PLANS`` (``GO_KEY
 ``POST /alpha/generate`` checks no key (its tests predate plans).  ``reset()`` restores
 ``plans`` and every toggle and counter below.
 
-Account routes (spec section 9)
--------------------------------
+Account routes (docs/protocol.md §9)
+------------------------------------
 ``GET /alpha/whoami`` (``orgLimits`` only with ``?limits=1``), ``GET /alpha/billing/credits``
 (``credits.planId`` = the key's plan, ``windowLimits`` resetting about 2 h and 5 days from now,
 in epoch milliseconds), ``GET /alpha/billing/subscriptions`` (the key's plan, ``active``, the
-current calendar month) and ``GET /alpha/usage/summary`` answer the section 9 bodies.  The key
+current calendar month) and ``GET /alpha/usage/summary`` answer the docs/protocol.md §9 bodies.  The key
 must come as ``Authorization: Bearer`` (strict mode: a violation otherwise); a bad key gets 401
 with the CLI error body ``{"success": false, "error": {"code", "status", "message"}}``.
 Toggles: ``fake.credits[key] = {...}`` replaces the credits body of that key;
 ``fake.billing_status = 500`` (any non-200) makes the four routes answer that status with a CLI
 error body (after the key check).
 
-Provider API (spec section 11)
-------------------------------
+Provider API (docs/protocol.md §11)
+-----------------------------------
 ``GET /provider/v1/models`` answers ``{"object": "list", "data": PROVIDER_MODELS}`` without auth
 (``PROVIDER_MODELS`` holds ``NEW_PROVIDER_MODEL``, a model the gateway's shipped catalog does not
 know, so discovery can be tested); ``fake.models_status = 503`` makes it fail with an OpenAI
@@ -164,7 +164,7 @@ from types import SimpleNamespace
 GENERATE_PATH = "/alpha/generate"
 
 # ----------------------------------------------------------------------------------------------
-# Protocol constants (spec sections 3 and 4)
+# Protocol constants (docs/protocol.md §3 and §4)
 # ----------------------------------------------------------------------------------------------
 
 #: Headers a gateway may send on POST /alpha/generate (lowercase).  Anything else is a violation:
@@ -179,7 +179,7 @@ BODY_REQUIRED_KEYS = frozenset({"config", "memory", "taste", "skills", "permissi
 BODY_OPTIONAL_KEYS = frozenset({"threadId"})
 PERMISSION_MODES = ("standard", "auto-accept", "plan")
 
-#: §4.1 ``config`` keys and their JSON types.
+#: docs/protocol.md §4.1 ``config`` keys and their JSON types.
 CONFIG_TYPES = {
     "workingDir": str, "date": str, "environment": str, "structure": list, "isGitRepo": bool,
     "currentBranch": str, "mainBranch": str, "gitStatus": str, "recentCommits": list,
@@ -192,7 +192,7 @@ REASONING_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 MAX_TOKENS_LIMIT = 200000
 RESERVED_TOOL_NAME = "tool_search"      # reserved server-side; the CLI sends it as search_tools
 
-#: Exact key set of every message part, per role (§4.3).
+#: Exact key set of every message part, per role (docs/protocol.md §4.3).
 PART_KEYS = {
     ("user", "text"): frozenset({"type", "text"}),
     ("user", "image"): frozenset({"type", "image", "mimeType"}),
@@ -209,7 +209,7 @@ DATA_URL_RE = re.compile(r"^data:([^;,]+);base64,(.+)$", re.S)
 MARKER_RE = re.compile(r"\[\[([A-Za-z0-9_]+)(?::([^\[\]]*))?\]\]")
 
 # ----------------------------------------------------------------------------------------------
-# Keys, plans, account routes and the Provider API (spec sections 9 and 11)
+# Keys, plans, account routes and the Provider API (docs/protocol.md §9 and §11)
 # ----------------------------------------------------------------------------------------------
 
 WHOAMI_PATH = "/alpha/whoami"
@@ -228,14 +228,14 @@ PRO_KEY = "user_pro_key_0123456789"
 MAX_KEY = "user_max_key_0123456789"
 DEFAULT_PLANS = {GO_KEY: "individual-go", MAX_KEY: "individual-max"}
 DEFAULT_PLAN = "individual-pro"
-#: Plans the Provider API refuses with 403 upgrade_required (spec 11.1: "every plan except Go").
+#: Plans the Provider API refuses with 403 upgrade_required (docs/protocol.md §11.1: "every plan except Go").
 NO_PROVIDER_PLANS = frozenset({"individual-go"})
 UPGRADE_REQUIRED_MESSAGE = ("upgrade_required: the Go plan does not include API access; "
                             "upgrade to Pro to use the Provider API")
 
 #: A model of the Provider API's list that the gateway's shipped catalog does not know.
 NEW_PROVIDER_MODEL = "newlab/nova-2"
-#: ``GET /provider/v1/models`` ``data`` (spec 11.3).
+#: ``GET /provider/v1/models`` ``data`` (docs/protocol.md §11.3).
 PROVIDER_MODELS = [
     {"id": "deepseek/deepseek-v4-flash", "name": "DeepSeek V4 Flash", "context_length": 1000000,
      "max_output_tokens": 384000, "supported_endpoints": ["/v1/chat/completions", "/v1/responses"]},
@@ -276,7 +276,7 @@ TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # ----------------------------------------------------------------------------------------------
 
 def validate_headers(headers, body=None) -> list[str]:
-    """Check the headers of a ``POST /alpha/generate`` request against spec §3.1.
+    """Check the headers of a ``POST /alpha/generate`` request against docs/protocol.md §3.1.
 
     ``headers`` is a dict or a list of ``(name, value)`` pairs (pairs let duplicates be seen).
     ``body`` (the parsed JSON) is needed to check that ``x-session-id`` equals ``threadId``.
@@ -332,7 +332,7 @@ def validate_headers(headers, body=None) -> list[str]:
 
 
 def validate_body(body) -> list[str]:
-    """Check a parsed ``POST /alpha/generate`` body against spec §4 (envelope, params, messages).
+    """Check a parsed ``POST /alpha/generate`` body against docs/protocol.md §4 (envelope, params, messages).
 
     Returns one human-readable message per problem; an empty list means the envelope is valid.
     """
@@ -521,7 +521,7 @@ def _validate_part(role: str, part, where: str) -> list[str]:
 
 
 def validate_messages(messages) -> list[str]:
-    """Check ``params.messages`` against the §4.3 part shapes and invariants.
+    """Check ``params.messages`` against the docs/protocol.md §4.3 part shapes and invariants.
 
     Invariants: roles user/assistant/tool; non-empty content; no empty text parts; no two
     consecutive messages with the same role; every assistant tool-call answered by a tool-result
@@ -629,7 +629,7 @@ def select_scenario(body, default: str = "text") -> tuple[str, str | None]:
 # ----------------------------------------------------------------------------------------------
 
 def full_usage(inp: int, cache_read: int, cache_write: int, out: int, reasoning: int = 0) -> dict:
-    """A complete AI SDK v6 ``totalUsage`` (§6.3); ``inputTokens`` includes cache reads and writes."""
+    """A complete AI SDK v6 ``totalUsage`` (docs/protocol.md §6.3); ``inputTokens`` includes cache reads and writes."""
     return {
         "inputTokens": inp,
         "inputTokenDetails": {"noCacheTokens": inp - cache_read - cache_write,
@@ -640,7 +640,7 @@ def full_usage(inp: int, cache_read: int, cache_write: int, out: int, reasoning:
     }
 
 
-# Transcript usages kept byte-for-byte as in §6.4 (some fields missing on purpose: a gateway must
+# Transcript usages kept byte-for-byte as in docs/protocol.md §6.4 (some fields missing on purpose: a gateway must
 # default them to 0).
 USAGE_A = {"inputTokens": 1200, "inputTokenDetails": {"noCacheTokens": 176, "cacheReadTokens": 1024, "cacheWriteTokens": 0},
            "outputTokens": 3, "outputTokenDetails": {"textTokens": 3, "reasoningTokens": 0}, "totalTokens": 1203}
@@ -746,7 +746,7 @@ def _float_arg(arg, default):
 
 
 def _sc_text(ctx):
-    """§6.4 transcript A: "Hello" + " world"."""
+    """docs/protocol.md §6.4 transcript A: "Hello" + " world"."""
     return Plan(_text_answer(["Hello", " world"], USAGE_A))
 
 
@@ -772,7 +772,7 @@ def _sc_unicode(ctx):
 
 
 def _sc_reasoning(ctx):
-    """§6.4 transcript C (reasoning-end arrives after text-start)."""
+    """docs/protocol.md §6.4 transcript C (reasoning-end arrives after text-start)."""
     return Plan([
         {"type": "start"},
         {"type": "reasoning-start", "id": "r0"},
@@ -786,7 +786,7 @@ def _sc_reasoning(ctx):
 
 
 def _sc_tool_call(ctx):
-    """§6.4 transcript B: read_file {"file_path": "a.txt"}, finish tool-calls."""
+    """docs/protocol.md §6.4 transcript B: read_file {"file_path": "a.txt"}, finish tool-calls."""
     return Plan([
         {"type": "start"},
         {"type": "tool-input-start", "id": "call_1", "toolName": "read_file"},
@@ -838,7 +838,7 @@ def _sc_string_input(ctx):
 
 
 def _sc_server_tool(ctx):
-    """§6.4 transcript E (provider-executed web_search; must not surface as a client tool call)."""
+    """docs/protocol.md §6.4 transcript E (provider-executed web_search; must not surface as a client tool call)."""
     return Plan([
         {"type": "start"},
         {"type": "tool-call", "toolCallId": "srv_1", "toolName": "web_search", "input": {"query": "x"},
@@ -851,7 +851,7 @@ def _sc_server_tool(ctx):
 
 
 def _sc_cache(ctx):
-    """Text "cached" then §6.4 transcript F (provider-metadata with 1h cache writes, cacheWriteTokens 800)."""
+    """Text "cached" then docs/protocol.md §6.4 transcript F (provider-metadata with 1h cache writes, cacheWriteTokens 800)."""
     return Plan([
         {"type": "start"},
         {"type": "text-delta", "id": "0", "text": "cached"},
@@ -943,7 +943,7 @@ _ERROR_FIRST = {
 
 
 def _sc_error_first(ctx):
-    """200 then an in-band ``error`` as the first decisive line (§6.4 D); variants by arg."""
+    """200 then an in-band ``error`` as the first decisive line (docs/protocol.md §6.4 D); variants by arg."""
     key = ctx.arg or None
     if key not in _ERROR_FIRST:
         raise ScenarioError(f"error_first argument must be one of {[k for k in _ERROR_FIRST if k]}, got {ctx.arg!r}")
@@ -1156,7 +1156,7 @@ def is_claude_model(model) -> bool:
 
 
 def wrong_endpoint_message(route: str, model: str) -> str:
-    """The 400 message for a model sent to the other endpoint: it names the right one (spec 11.1)."""
+    """The 400 message for a model sent to the other endpoint: it names the right one (docs/protocol.md §11.1)."""
     if route == "chat":
         return (f"model {model!r} is a Claude model: it is served by /v1/messages (Anthropic "
                 "Messages format), not /v1/chat/completions")
@@ -1165,7 +1165,7 @@ def wrong_endpoint_message(route: str, model: str) -> str:
 
 
 def validate_provider_headers(headers) -> list[str]:
-    """Check the headers of a Provider API call: none of the CLI's own headers (spec 11.1).
+    """Check the headers of a Provider API call: none of the CLI's own headers (docs/protocol.md §11.1).
 
     ``headers`` is a dict or a list of ``(name, value)`` pairs.  Only the CLI-only headers are
     checked: a gateway talking to the documented API must look like an API client, not the CLI.
@@ -1770,7 +1770,7 @@ def provider_image_count(route: str, body) -> int:
 
 
 def provider_error_type(status: int, route: str) -> str:
-    """The error ``type`` of a Provider API error of ``status`` (spec 11.4)."""
+    """The error ``type`` of a Provider API error of ``status`` (docs/protocol.md §11.4)."""
     if status == 529:
         return "overloaded_error"
     if status >= 500:
@@ -1809,7 +1809,7 @@ _STATUS_PREFIX_RE = re.compile(r"^\s*(\d{3})\b")
 
 
 def inband_error(err) -> tuple[int, str]:
-    """``(status, message)`` of a CLI in-band ``error`` value (spec 7.2): ``statusCode``, else a
+    """``(status, message)`` of a CLI in-band ``error`` value (docs/protocol.md §7.2): ``statusCode``, else a
     status leading the message, else 500."""
     if isinstance(err, str):
         return 500, err
@@ -1829,13 +1829,13 @@ _CLI_ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 402: "PAYMENT_REQUI
 
 
 def cli_error_body(status: int, message: str, code: str | None = None) -> dict:
-    """The CLI routes' error body (spec 7.1)."""
+    """The CLI routes' error body (docs/protocol.md §7.1)."""
     return {"success": False, "error": {"code": code or _CLI_ERROR_CODES.get(status, "ERROR"),
                                         "status": status, "message": message}}
 
 
 def credits_body(plan: str, now: float | None = None) -> dict:
-    """``GET /alpha/billing/credits`` (spec 9.2) for a key on ``plan``; windows reset in ~2 h / ~5 days."""
+    """``GET /alpha/billing/credits`` (docs/protocol.md §9.2) for a key on ``plan``; windows reset in ~2 h / ~5 days."""
     now_ms = int((time.time() if now is None else now) * 1000)
     return {
         "credits": {"monthlyCredits": 7.42, "purchasedCredits": 0, "freeCredits": 0, "planId": plan,
@@ -1850,7 +1850,7 @@ def credits_body(plan: str, now: float | None = None) -> dict:
 
 
 def whoami_body(with_limits: bool) -> dict:
-    """``GET /alpha/whoami`` (spec 9.1); ``orgLimits`` only for ``?limits=1``."""
+    """``GET /alpha/whoami`` (docs/protocol.md §9.1); ``orgLimits`` only for ``?limits=1``."""
     body = {"success": True,
             "user": {"id": "usr_123", "name": "Ada Lovelace", "email": "ada@example.com", "userName": "ada"},
             "org": None}
@@ -1865,7 +1865,7 @@ def whoami_body(with_limits: bool) -> dict:
 
 
 def subscriptions_body(plan: str, now: float | None = None) -> dict:
-    """``GET /alpha/billing/subscriptions`` (spec 9.3): ``plan``, active, the current calendar month."""
+    """``GET /alpha/billing/subscriptions`` (docs/protocol.md §9.3): ``plan``, active, the current calendar month."""
     t = time.gmtime(time.time() if now is None else now)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
     return {"success": True,
@@ -1875,7 +1875,7 @@ def subscriptions_body(plan: str, now: float | None = None) -> dict:
                      "cancelAtPeriodEnd": False}}
 
 
-#: ``GET /alpha/usage/summary`` (spec 9.4).
+#: ``GET /alpha/usage/summary`` (docs/protocol.md §9.4).
 USAGE_SUMMARY = {"totalCount": 1234, "totalCost": 4.56, "periodBasis": "billing-period",
                  "averageCost": 0.0037, "successRate": 0.99, "completedCount": 1220, "failedCount": 14,
                  "totalTokensIn": 9800000, "totalTokensOut": 310000, "totalCredits": 4.56}
@@ -2384,7 +2384,7 @@ class FakeUpstream:
     Provider API's SSE, where every multi-byte UTF-8 character is also cut after its first byte
     (the SSE is several times bigger than the NDJSON: bigger pieces keep the tests fast while
     still cutting every line and character; a plan's own ``chunk_size``, e.g. ``unicode``'s 3
-    bytes, applies to the NDJSON only).  ``strict``: validate requests (§3/§4)
+    bytes, applies to the NDJSON only).  ``strict``: validate requests (docs/protocol.md §3/§4)
     and record problems in ``violations``; non-strict mode only plays scenarios.
     ``usage_from_request``: report ``inputTokens`` counted on each request with Claude's
     tokenizer (found at ``tokenizer``, see ``load_reference_tokenizer``) instead of the fixed
@@ -2634,7 +2634,7 @@ class FakeUpstream:
         else:
             self._play(h, name, plan)
 
-    # -- account routes (spec 9) ----------------------------------------------------------------
+    # -- account routes (docs/protocol.md §9) ----------------------------------------------------
 
     def _route_account(self, h, req) -> None:
         """whoami, credits, subscriptions, usage summary: key check, then ``billing_status``, then the body."""
@@ -2660,7 +2660,7 @@ class FakeUpstream:
             body = USAGE_SUMMARY
         self._send_json(h, 200, body)
 
-    # -- Provider API (spec 11) -----------------------------------------------------------------
+    # -- Provider API (docs/protocol.md §11) -----------------------------------------------------
 
     def _route_models(self, h, req) -> None:
         """The model list; no auth needed.  ``models_status`` != 200 fails it."""
@@ -2681,7 +2681,7 @@ class FakeUpstream:
 
     @staticmethod
     def _provider_key(headers, route: str):
-        """``Authorization: Bearer`` on both routes; ``x-api-key`` also on messages (spec 11.1)."""
+        """``Authorization: Bearer`` on both routes; ``x-api-key`` also on messages (docs/protocol.md §11.1)."""
         auth = headers.get("authorization", "")
         if auth.startswith("Bearer ") and auth[len("Bearer "):].strip():
             return auth[len("Bearer "):].strip()

@@ -75,7 +75,7 @@ def ant(fake_server):
 
 
 # ---------------------------------------------------------------------------------------------
-# Keys, plans and the account routes (spec 9)
+# Keys, plans and the account routes (docs/protocol.md §9)
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, plan", [(GO_KEY, "individual-go"), (PRO_KEY, "individual-pro"),
@@ -165,7 +165,7 @@ def test_account_routes_without_bearer_is_a_violation(fake):
 
 
 # ---------------------------------------------------------------------------------------------
-# GET /provider/v1/models (spec 11.3)
+# GET /provider/v1/models (docs/protocol.md §11.3)
 # ---------------------------------------------------------------------------------------------
 
 def test_models_list(fake, oai):
@@ -201,7 +201,7 @@ def test_models_status_toggle(fake, oai):
 
 
 # ---------------------------------------------------------------------------------------------
-# Auth, plan gate, routing rule (spec 11.1, 11.4)
+# Auth, plan gate, routing rule (docs/protocol.md §11.1, §11.4)
 # ---------------------------------------------------------------------------------------------
 
 def test_go_plan_gets_upgrade_required_on_chat(fake, oai):

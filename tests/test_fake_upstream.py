@@ -1,7 +1,7 @@
 """Self-test of tests/fake_upstream.py.
 
 Why: every gateway test trusts the fake to speak the Command Code protocol
-(/work/shared/upstream-protocol.md §3-§7) and to catch bad requests.  If the fake silently sent
+(docs/protocol.md §3–§7) and to catch bad requests.  If the fake silently sent
 whole lines, or accepted envelopes the real server rejects, the gateway tests would pass for the
 wrong reasons.  These tests talk to the fake over real HTTP with ``requests`` and check the wire:
 chunk boundaries, NDJSON content, HTTP error bodies, request validation and disconnect recording.
@@ -38,7 +38,7 @@ def fake(server):
 
 
 def valid_headers(thread_id: str) -> dict:
-    """The headers the CLI sends (§3.1 / §4.5)."""
+    """The headers the CLI sends (docs/protocol.md §3.1 / §4.5)."""
     return {
         "Authorization": "Bearer user_test",
         "Content-Type": "application/json",
@@ -52,7 +52,7 @@ def valid_headers(thread_id: str) -> dict:
 
 
 def valid_body(text: str = "hi", thread_id: str | None = None) -> dict:
-    """A minimal valid envelope (§4.1/§4.2) whose last user message is ``text``."""
+    """A minimal valid envelope (docs/protocol.md §4.1/§4.2) whose last user message is ``text``."""
     return {
         "config": {"workingDir": "/", "date": "2026-09-23", "environment": "linux", "structure": [],
                    "isGitRepo": False, "currentBranch": "", "mainBranch": "", "gitStatus": "",
@@ -71,7 +71,7 @@ def valid_body(text: str = "hi", thread_id: str | None = None) -> dict:
     }
 
 
-# The complete §4.5 example (image, reasoning, tool call + result, system array, reasoning_effort).
+# The complete docs/protocol.md §4.5 example (image, reasoning, tool call + result, system array, reasoning_effort).
 EXAMPLE_4_5 = {
     "config": {"workingDir": "/home/ada/proj", "date": "2026-09-23", "environment": "linux",
                "structure": ["README.md", "src"], "isGitRepo": False, "currentBranch": "",
