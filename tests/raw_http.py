@@ -70,3 +70,13 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def sse_data(raw: bytes) -> list:
+    """The ``data:`` payloads of an SSE body, JSON-decoded (``[DONE]`` kept as a string)."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("data: "):
+            data = block[6:]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out

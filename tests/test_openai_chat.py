@@ -17,6 +17,7 @@ from gateway.canonical import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, Finish,
                                ToolCall, ToolCallEvent, ToolResult, Usage)
 from gateway.catalog import Catalog
 from gateway.codecs import openai_chat as codec
+from tests.raw_http import sse_data
 
 CATALOG = Catalog.load()
 FLASH = "deepseek/deepseek-v4-flash"        # efforts: high, max
@@ -45,16 +46,6 @@ def refused(param: str, **kw) -> errors.InvalidRequest:
         decode(**kw)
     assert info.value.param == param and info.value.status == 400
     return info.value
-
-
-def chunks(raw: bytes) -> list:
-    """The ``data:`` payloads of an SSE body, JSON-decoded (``[DONE]`` kept as a string)."""
-    out = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[6:]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 # ---- decode: messages --------------------------------------------------------------------------
@@ -224,7 +215,7 @@ def test_stream_chunks_role_first_then_deltas_then_finish_usage_and_done():
     raw = b"".join(enc.event(ev) for ev in (
         ReasoningDelta("think"), ReasoningDelta("", signature="sig"), TextDelta("Hel"),
         TextDelta("lo"), Finish(STOP, USAGE)))
-    data = chunks(raw)
+    data = sse_data(raw)
     assert data[-1] == "[DONE]"
     for chunk in data[:-1]:
         assert (chunk["id"], chunk["object"], chunk["created"], chunk["model"]) == (
@@ -243,7 +234,7 @@ def test_tool_calls_are_indexed_and_turn_stop_into_tool_calls():
     enc = codec.ChunkEncoder("m")
     raw = (enc.event(ToolCallEvent("c1", "a", {"x": 1})) + enc.event(ToolCallEvent("c2", "b", {}))
            + enc.event(Finish(STOP, Usage())))
-    data = chunks(raw)
+    data = sse_data(raw)
     calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in data[:2]]
     assert calls == [
         {"index": 0, "id": "c1", "type": "function", "function": {"name": "a", "arguments": '{"x":1}'}},
@@ -256,11 +247,11 @@ def test_tool_calls_are_indexed_and_turn_stop_into_tool_calls():
 def test_other_finish_reasons_pass_through_even_after_a_tool_call(reason):
     enc = codec.ChunkEncoder("m")
     enc.event(ToolCallEvent("c", "a", {}))
-    assert chunks(enc.event(Finish(reason, Usage())))[0]["choices"][0]["finish_reason"] == reason
+    assert sse_data(enc.event(Finish(reason, Usage())))[0]["choices"][0]["finish_reason"] == reason
 
 
 def test_an_empty_answer_still_announces_the_role_with_empty_content():
-    data = chunks(codec.ChunkEncoder("m").event(Finish(STOP, Usage())))
+    data = sse_data(codec.ChunkEncoder("m").event(Finish(STOP, Usage())))
     assert data[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert data[1]["choices"] == [] and data[2] == "[DONE]"
 
@@ -269,7 +260,7 @@ def test_heartbeat_is_an_sse_comment_and_errors_are_an_error_chunk_then_done():
     enc = codec.ChunkEncoder("m")
     assert enc.heartbeat() == b": keep-alive\n\n"
     raw = enc.error(errors.RateLimited("slow down", retry_after=5))
-    assert chunks(raw) == [{"error": {"message": "slow down", "type": "rate_limit_error",
+    assert sse_data(raw) == [{"error": {"message": "slow down", "type": "rate_limit_error",
                                       "code": "rate_limit_exceeded", "param": None}}, "[DONE]"]
     assert raw == codec.stream_error(errors.RateLimited("slow down"))
 

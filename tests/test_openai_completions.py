@@ -17,6 +17,7 @@ from gateway.codecs import openai_completions as oc
 from gateway.upstream.cli import DEFAULT_SYSTEM
 from tests.conftest import LOCAL_KEY, usage_delta
 from tests.fake_upstream import PRO_KEY, USAGE
+from tests.raw_http import sse_data
 
 FLASH = "deepseek/deepseek-v4-flash"
 CATALOG = Catalog.load()
@@ -31,16 +32,6 @@ def refused(param: str, **fields) -> errors.InvalidRequest:
         decode(**fields)
     assert info.value.param == param and info.value.status == 400
     return info.value
-
-
-def sse_data(raw: bytes) -> list:
-    """The ``data:`` payloads of an SSE body, JSON-decoded (``[DONE]`` kept as a string)."""
-    out = []
-    for block in raw.decode().split("\n\n"):
-        if block.startswith("data: "):
-            data = block[6:]
-            out.append(data if data == "[DONE]" else json.loads(data))
-    return out
 
 
 # ---- decode ------------------------------------------------------------------------------------
