@@ -1,10 +1,11 @@
 """The ``auto`` route: the Provider API when the key has it, the CLI route when it does not.
 
 Each key's first request goes to the Provider API.  If that answers ``403 upgrade_required``
-(a Go-plan key), the key is remembered as CLI-only in :class:`gateway.key_routes.KeyRoutes`,
-shared by every worker, and the same request is sent on the CLI route.  The 403 arrives as the
-response status, before any event, so the client never sees a byte of the failed attempt: the
-first event, on whichever route, is the first thing relayed.
+(a Go-plan key), the key is remembered as CLI-only in the route memory
+(:class:`gateway.state.RouteMemory`: a file every worker shares, or Redis for several
+instances), and the same request is sent on the CLI route.  The 403 arrives as the response
+status, before any event, so the client never sees a byte of the failed attempt: the first
+event, on whichever route, is the first thing relayed.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import logging
 
 from .. import keys
 from ..canonical import ChatRequest
-from ..key_routes import CLI, PROVIDER, KeyRoutes
+from ..key_routes import CLI, PROVIDER
+from ..state import RouteMemory
 from .base import Route, UpstreamStream
 from .failures import NoProviderAccess
 
@@ -23,7 +25,7 @@ class AutoRoute:
     """Composes two routes by the contract alone (:mod:`gateway.upstream.routes` builds them):
     ``provider`` first, ``cli`` for the keys whose plan has no Provider API."""
 
-    def __init__(self, provider: Route, cli: Route, memory: KeyRoutes):
+    def __init__(self, provider: Route, cli: Route, memory: RouteMemory):
         self.provider = provider
         self.cli = cli
         self.memory = memory
