@@ -3,12 +3,15 @@
 Each fixture below is parametrized over the backends of one contract and gives a *factory*:
 each call returns a new handle on the same state (for a file backend a new object on the same
 file, as another worker would open; for the in-process one the same object).  A new backend
-(Redis, next) is one more ``param`` and one more branch here, and must pass every test as is.
+(Redis: ``gateway.redis_state``, a new ``RedisState`` per handle on a fresh key prefix, as
+another instance would open it) is one more ``param`` and one more branch here, and must pass
+every test as is.
 Time is an injected clock, so expiry is tested without sleeping.
 """
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -38,45 +41,79 @@ def clock():
     return FakeClock()
 
 
+@pytest.fixture
+def redis_states(request):
+    """A factory of ``RedisState`` handles on the session's redis-server, all on one fresh
+    prefix (another instance's view of the same state), closed after the test."""
+    made = []
+
+    def make(**kw):
+        from gateway.redis_state import RedisState
+        server = request.getfixturevalue("redis_server")
+        made.append(RedisState(server.url, prefix=f"t{uuid.uuid4().hex[:12]}" if not made
+                               else made[0].prefix, **kw))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
 def _shared(make_one):
     """A factory that always hands out the one in-process object ``make_one`` built."""
     one = make_one()
     return lambda: one
 
 
-@pytest.fixture(params=["file", "memory"])
-def usage_backend(request, tmp_path):
+@pytest.fixture(params=["file", "memory", "redis"])
+def usage_backend(request, tmp_path, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states().usage
     if request.param == "file":
         return lambda: UsageStore(str(tmp_path / "usage.json"))
     return _shared(state.MemoryUsage)
 
 
-@pytest.fixture(params=["file", "memory"])
-def routes_backend(request, tmp_path, clock):
+@pytest.fixture(params=["file", "memory", "redis"])
+def routes_backend(request, tmp_path, clock, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states(clock=clock).key_routes
     if request.param == "file":
         return lambda: KeyRoutes(str(tmp_path / "key_routes.json"), clock=clock)
     return _shared(lambda: state.MemoryKeyRoutes(clock=clock))
 
 
-@pytest.fixture(params=["file", "memory"])
-def failures_backend(request, tmp_path, clock):
+@pytest.fixture(params=["file", "memory", "redis"])
+def failures_backend(request, tmp_path, clock, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states(clock=clock).failures
     if request.param == "file":
         return lambda: SharedFailures(str(tmp_path / "billing_failures.json"), clock=clock)
     return _shared(lambda: state.MemoryFailures(clock=clock))
 
 
-@pytest.fixture(params=["memory"])
-def credits_backend(request, clock):
+@pytest.fixture(params=["memory", "redis"])
+def credits_backend(request, clock, redis_states):
+    if request.param == "redis":
+        def make(max_keys=1024):
+            cache = redis_states(clock=clock).credits
+            cache.max_keys = max_keys
+            return cache
+        return make
     return lambda max_keys=1024: state.MemoryCache(max_keys, clock=clock)
 
 
-@pytest.fixture(params=["memory"])
-def model_list_backend(request):
+@pytest.fixture(params=["memory", "redis"])
+def model_list_backend(request, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states().model_list
     return _shared(state.MemoryModelList)
 
 
-@pytest.fixture(params=["file", "memory"])
-def conversations_backend(request, tmp_path, clock):
+@pytest.fixture(params=["file", "memory", "redis"])
+def conversations_backend(request, tmp_path, clock, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states(clock=clock).conversations(ttl_days=1, max_mb=512)
     if request.param == "file":
         return lambda: ConversationStore(str(tmp_path / "state.sqlite3"), ttl_days=1, clock=clock)
     return _shared(lambda: state.MemoryConversations(ttl_days=1, clock=clock))
