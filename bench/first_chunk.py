@@ -33,6 +33,7 @@ From the repository root, with the project's virtualenv::
     python bench/first_chunk.py                       # 300 requests per side, 1 client, 2 workers
     python bench/first_chunk.py --requests 1000 --concurrency 4 --workers 2
     python bench/first_chunk.py --json                # only the JSON line
+    python bench/first_chunk.py --state redis         # the state in a redis-server started for the run
     WEB_CONCURRENCY=4 GATEWAY_THREADS=16 python bench/first_chunk.py
 
 It takes a few seconds with the defaults, cleans up gunicorn and the fake even on Ctrl-C, and
@@ -41,6 +42,11 @@ benchmark, not a test: pytest does not collect it.
 
 How to read the result
 ----------------------
+``--state redis`` starts a ``redis-server`` on a free loopback port for the run (the test
+helper ``tests/redis_server.py``) and points the gateway's ``state`` at it, so the first chunk
+with every piece of state in Redis can be set against the file store (the default); the JSON
+line says which was used (``"state"``).
+
 ``first chunk`` rows give the median, p90, p99 and mean time to the first token for each side,
 in milliseconds.  ``overhead`` is gateway median - direct median: what a client of the gateway
 waits for its first token on top of what calling Command Code directly would cost (on loopback,
@@ -351,6 +357,10 @@ def parse_args(argv=None):
     ap.add_argument("--surface", choices=tuple(SURFACES), default="chat",
                     help="gateway endpoint: /v1/chat/completions (default) or /v1/responses "
                          "(first chunk: the first response.output_text.delta event)")
+    ap.add_argument("--state", choices=("file", "redis"), default="file",
+                    help="where the gateway keeps its state: the files beside the usage file "
+                         "(default) or a redis-server started for the run on a free loopback "
+                         "port (tests/redis_server.py; needs redis-server installed)")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     return ap.parse_args(argv)
 
@@ -370,7 +380,7 @@ def main(argv=None) -> int:
     k = max(1, args.concurrency)
     tmp = tempfile.TemporaryDirectory(prefix="bench-first-chunk-")
     folder = pathlib.Path(tmp.name)
-    fake = server = None
+    fake = server = redis = None
     clients: list[tuple[Side, Side]] = []
     stop = threading.Event()
     interrupted = False
@@ -382,6 +392,11 @@ def main(argv=None) -> int:
         cfg_dict = gateway_config(fake.url, folder)
         if args.route == "provider":
             cfg_dict["commandcode"].update(mode="provider", api_key=PRO_KEY)
+        if args.state == "redis":
+            from tests.redis_server import RedisServer
+            redis = RedisServer()
+            redis.start()
+            cfg_dict.update(state=redis.url, state_prefix="bench")
         cfg_path = folder / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg_dict))
         server = Gunicorn(str(cfg_path), free_port(), workers=args.workers)
@@ -441,7 +456,7 @@ def main(argv=None) -> int:
         errs = [e for d, g in clients for e in d.errors + g.errors]
         result = {
             "bench": "first_chunk", "route": args.route, "surface": args.surface,
-            "scenario": SCENARIO,
+            "scenario": SCENARIO, "state": args.state,
             "requests": args.requests,
             "concurrency": k, "workers": args.workers,
             "threads_per_worker": int(os.environ.get("GATEWAY_THREADS", "16")),
@@ -475,6 +490,8 @@ def main(argv=None) -> int:
             server.stop()
             log = server.log()
         fake_summary = fake.stop() if fake is not None else ""
+        if redis is not None:
+            redis.close()
         tmp.cleanup()
     if interrupted:
         print("interrupted; gunicorn and the fake upstream are stopped", file=sys.stderr)
@@ -487,7 +504,7 @@ def main(argv=None) -> int:
     f, t = result["first_chunk_ms"], result["total_ms"]
     if f["direct"]["n"] and f["gateway"]["n"]:
         say(f"{args.requests} requests per side, concurrency {k}, {args.workers} gunicorn workers, "
-            f"reader {args.reader}, fake in a {args.fake}, {wall:.2f} s")
+            f"reader {args.reader}, fake in a {args.fake}, state in {args.state}, {wall:.2f} s")
         say(table("first chunk (ms)", f["direct"], f["gateway"]))
         say(table("total (ms)", t["direct"], t["gateway"]))
         say(f"TCP connections opened: direct {result['connections']['direct']}, "

@@ -6,6 +6,7 @@ headers built; a request only decodes, sends and relays.
 """
 from __future__ import annotations
 
+import atexit
 import hmac
 import logging
 import os
@@ -13,15 +14,13 @@ import os
 from flask import Flask, request
 
 from . import config as config_mod
-from . import capacity, errors, keys, plans
+from . import capacity, errors, keys, plans, state
 from .account import Account, ModelDiscovery
 from .catalog import Catalog, prefixed
 from .config import Settings
-from .conversations import ConversationStore
 from .images import RemoteImages
 from .transport import Transport
 from .upstream import routes
-from .usage import UsageStore
 from .views import error_handlers
 
 __version__ = "0.6.0"
@@ -45,16 +44,18 @@ class Gateway:
         cc = cfg.commandcode
         self.api_key = cc.api_key
         self.transport = Transport(cc.connect_timeout, cc.idle_timeout)
-        state_dir = os.path.dirname(os.path.abspath(cfg.usage_file))
-        self.route = routes.build(cc.mode, cc, self.transport, state_dir)
-        self.usage = UsageStore(cfg.usage_file)
+        # one place decides where the state lives: the files beside the usage file, or Redis
+        self.shared = state.open_shared(cfg, os.path.dirname(os.path.abspath(cfg.usage_file)))
+        if cfg.state is not None:       # a worker that stops sends the counts Redis still lacks
+            atexit.register(self.shared.close)
+        self.route = routes.build(cc.mode, cc, self.transport, self.shared.key_routes)
+        self.usage = self.shared.usage
         self.slots = capacity.current = capacity.Slots(cfg.stream_slots)
-        self.conversations = ConversationStore(
-            os.path.join(state_dir, "state.sqlite3"), cfg.responses_ttl_days,
-            cfg.responses_max_mb) if cfg.store_responses else None
+        self.conversations = self.shared.conversations
         self.account = Account(cc.base_url, cc.cli_version, self.transport,
-                               os.path.join(state_dir, "billing_failures.json"))
-        self.discovery = ModelDiscovery(cc.base_url, self.transport, self._merge_model_list) \
+                               failures=self.shared.failures, cache=self.shared.credits)
+        self.discovery = ModelDiscovery(cc.base_url, self.transport, self._merge_model_list,
+                                        cache=self.shared.model_list) \
             if cfg.discover_models else None
         self.keepalive_interval = cfg.keepalive_interval
         self.local_keys = [k.encode() for k in config_mod.local_keys(cfg)]

@@ -10,6 +10,10 @@
   each worker and refreshed hourly: a request never waits for it, and until it arrives (or
   when it cannot) the shipped catalog serves alone.
 
+With the state in Redis (several instances) both caches are shared, and each refresh is made
+once for all of them: the instance that claims it asks Command Code, the others take its answer
+from the cache (``claim`` in :mod:`gateway.state`).
+
 These GETs carry the CLI's headers for account endpoints (docs/protocol.md §3.2), as the CLI
 itself sends them (one copy, :func:`gateway.upstream.cli.cli_headers`), and their failures are
 worded as on every route (:mod:`gateway.upstream.exchange`); none is on the hot path.
@@ -44,6 +48,12 @@ CREDITS_WAIT = 1.0          # the longest a request waits for a credits lookup
 CREDITS_MAX_KEYS = 1024     # keys whose credits are kept; past it the least recently used go
 MODELS_TTL, MODELS_RETRY = 3600.0, 300.0
 _TIMEOUT = 5.0
+#: with a shared cache: how long one instance's claim to refresh holds (its lookup's own time
+#: limit and a little more) and so how long the others wait for its answer, polling this often
+CLAIM_WAIT, CLAIM_POLL = _TIMEOUT + 1.0, 0.1
+#: how long the process that fetched the model list holds the period: a little under the
+#: period, so that its next turn (a period after its fetch ended) finds the claim free
+MODELS_CLAIM = MODELS_TTL - 60.0
 
 
 class SharedFailures:
@@ -160,11 +170,33 @@ class Account:
                 self._failures.put(label, err, CREDITS_FAILURE_TTL)
             return err, CREDITS_FAILURE_TTL
 
+    def _find(self, label: str, key: str) -> object | None:
+        """``label``'s credits, asked by this process if it may, else heard from the one that
+        does.
+
+        With a shared cache (several instances) the :meth:`~CreditsCache.claim` lets exactly
+        one of them ask Command Code per refresh; the others wait, at most as long as that
+        lookup may take, for its answer to reach the cache, and meanwhile the caller keeps
+        serving the last known value.  A claim left by an instance that died expires after
+        the same time, and the next one to try asks itself.  The in-process cache always
+        grants the claim: then this is the one lookup it always was.  None: nothing heard.
+        """
+        deadline = time.monotonic() + CLAIM_WAIT
+        while True:
+            if self._cache.claim(label, CLAIM_WAIT):
+                value, ttl = self._ask(label, key)
+                self._cache.put(label, value, ttl)
+                return value
+            entry = self._cache.get(label)
+            if entry is not None and entry[1]:
+                return entry[0]                 # the claim holder's answer
+            if time.monotonic() >= deadline:
+                return entry[0] if entry is not None else None
+            time.sleep(CLAIM_POLL)
+
     def _lookup(self, label: str, key: str, lookup: _Lookup) -> None:
         try:
-            value, ttl = self._ask(label, key)
-            self._cache.put(label, value, ttl)
-            lookup.value = value
+            lookup.value = self._find(label, key)
         except Exception:       # never leave a waiter hanging on a lookup that broke
             log.exception("the credits lookup failed")
         finally:
@@ -177,7 +209,9 @@ class ModelDiscovery:
     """Fetches the Provider API's model list in the background and hands it to ``on_list``.
 
     The last good list is also kept in ``cache`` (a :class:`~gateway.state.ModelListCache`;
-    in-process by default), where a shared backend could let other workers see it.
+    in-process by default).  A shared cache (Redis) lets one process of all the instances
+    fetch it each period, by its :meth:`~gateway.state.ModelListCache.claim`; the others take
+    the list from the cache (:meth:`refresh`).
     """
 
     def __init__(self, base_url: str, transport, on_list, cache: ModelListCache | None = None):
@@ -187,6 +221,7 @@ class ModelDiscovery:
         self.cache = cache if cache is not None else MemoryModelList()
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._claimed_until = 0.0       # unix time: this process holds the period's claim
 
     def ensure_running(self) -> None:
         """Start this process's refresher once (after gunicorn forked, never in the master)."""
@@ -211,6 +246,34 @@ class ModelDiscovery:
         self._on_list(entries)
         return True
 
+    def refresh(self) -> bool:
+        """This period's list: fetched when this process claims the period (or still holds
+        it: a holder whose fetch failed tries again at its retry, as a lone process would),
+        otherwise taken from the cache that the holder fills.  With the in-process cache the
+        claim is always granted, so each process fetches for itself as it always did."""
+        if time.time() < self._claimed_until or self._claim():
+            return self.fetch_once()
+        return self._take_shared()
+
+    def _claim(self) -> bool:
+        if not self.cache.claim(MODELS_CLAIM):
+            return False
+        self._claimed_until = time.time() + MODELS_CLAIM
+        return True
+
+    def _take_shared(self) -> bool:
+        """The list another process fetched, waited for as long as its fetch may take (all
+        instances start at once: the holder is fetching it right now)."""
+        deadline = time.monotonic() + CLAIM_WAIT
+        entries = self.cache.get()
+        while entries is None and time.monotonic() < deadline:
+            time.sleep(CLAIM_POLL)
+            entries = self.cache.get()
+        if entries is None:
+            return False
+        self._on_list(entries)
+        return True
+
     def _run(self) -> None:
         while True:
-            time.sleep(MODELS_TTL if self.fetch_once() else MODELS_RETRY)
+            time.sleep(MODELS_TTL if self.refresh() else MODELS_RETRY)

@@ -29,6 +29,8 @@ DEFAULT_CLI_VERSION = "1.64.0"
 MODES = ("auto", "cli", "provider")
 CLIENT_KEYS = ("local", "passthrough")
 PLANS = ("auto", "all", "go", "goat", "pro", "max")
+#: the URL schemes ``state`` accepts: Redis, plain or over TLS (as PaaS add-ons hand them out)
+STATE_SCHEMES = ("redis://", "rediss://")
 
 _NUMBER = (int, float)
 
@@ -90,6 +92,14 @@ FIELDS: tuple[Field, ...] = (
           positive=True),
     Field("responses_max_mb", _NUMBER, 512,
           "past this size the oldest stored responses go first", positive=True),
+    Field("state", (str, type(None)), None,
+          "redis://... or rediss://...: every piece of shared state in Redis (several "
+          "instances); unset: the files beside usage_file; or set REDIS_URL", shown="—"),
+    Field("state_prefix", str, "ccgw",
+          "prefix of every Redis key, so several gateways can share one Redis"),
+    Field("usage_days_kept", _NUMBER, 400,
+          "with state in Redis, daily usage counters expire after this many days",
+          positive=True),
     Field("fetch_remote_images", bool, False,
           "fetch http(s) image URLs (never private/loopback addresses)"),
     Field("remote_image_max_mb", _NUMBER, 10, "largest remote image fetched", positive=True),
@@ -260,6 +270,9 @@ def _validated(overrides: dict, where: str) -> dict:
         if f.choices and _value(cfg, f.name) not in f.choices:
             raise ConfigError(f"{where}: field '{f.name}' must be one of {', '.join(f.choices)}")
     _check_port(cfg["port"], f"{where}: field 'port'")
+    cfg["state"] = _check_state(cfg["state"], f"{where}: field 'state'")
+    if not cfg["state_prefix"].strip():
+        raise ConfigError(f"{where}: field 'state_prefix' must not be empty")
     cfg["commandcode"]["base_url"] = _check_url(cfg["commandcode"]["base_url"],
                                                 f"{where}: field 'commandcode.base_url'")
     _check_model_map(cfg["model_map"], cfg["exclude_models"], where)
@@ -292,6 +305,19 @@ def _check_url(url: str, name: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must start with http:// or https://")
     return url.rstrip("/")
+
+
+def _check_state(url: str | None, name: str) -> str | None:
+    """A ``redis://`` or ``rediss://`` URL, or None (blank counts as unset).
+
+    The message never repeats the URL: it usually carries the Redis password.
+    """
+    if url is None or not url.strip():
+        return None
+    url = url.strip()
+    if not url.lower().startswith(STATE_SCHEMES) or not url.split("://", 1)[1]:
+        raise ConfigError(f"{name} must be a redis:// or rediss:// URL")
+    return url
 
 
 def config_path(env=os.environ) -> str:
@@ -423,10 +449,18 @@ def _apply_environment(cfg: dict, env) -> None:
         cfg["host"] = env["HOST"]
     if env.get("PORT"):
         cfg["port"] = _check_port(_env_int(env, "PORT"), "environment: PORT")
+    _apply_redis_url(cfg, env)
     if env.get("GATEWAY_THREADS"):          # streams per worker, as the PaaS variable says
         cfg["stream_slots"] = _env_int(env, "GATEWAY_THREADS")
     if cfg["stream_slots"] < 1:
         raise ConfigError("stream_slots (or GATEWAY_THREADS) must be at least 1")
+
+
+def _apply_redis_url(cfg: dict, env) -> None:
+    """``REDIS_URL``, as PaaS Redis add-ons set it, is the ``state`` of a config naming none
+    (a URL in the file is the operator's choice and wins)."""
+    if env.get("REDIS_URL", "").strip() and cfg["state"] is None:
+        cfg["state"] = _check_state(env["REDIS_URL"], "environment: REDIS_URL")
 
 
 def local_keys(cfg) -> list[str]:

@@ -6,8 +6,8 @@ credits per key (:class:`CreditsCache`), the billing failures every worker shoul
 (:class:`FailureMemory`), the last model list (:class:`ModelListCache`) and the stored
 Responses and threads (:class:`ConversationState`).  Callers (``chat.py``, the views,
 ``upstream/auto.py``, ``account.py``) use only these methods, with the names they always had,
-so where the state lives is the business of whoever builds the objects: ``Gateway.__init__``
-(and, for the key routes, ``gateway/upstream/routes.py``, which it calls).
+so where the state lives is the business of whoever builds the objects: :func:`open_shared`
+(which ``Gateway.__init__`` calls).
 
 Two kinds of backend exist today.  The file backends, for one machine with many workers, sit
 where they always did -- :class:`gateway.usage.UsageStore`, :class:`gateway.key_routes.KeyRoutes`,
@@ -17,23 +17,26 @@ in-memory ones below serve one process: tests, embedding, and the reference a ne
 checked against -- they sit beside the contracts as httpx's ``MockTransport`` sits beside its
 transport contract.
 
-Another backend (Redis, to share the state between several instances) plugs in without
-touching a caller: a class with the same methods (its own module, say ``gateway/redis_state.py``),
-constructed where the file one is -- ``Account(..., failures=..., cache=...)``,
-``ModelDiscovery(..., cache=...)``, ``self.usage = ...``, ``self.conversations = ...`` in
-``Gateway.__init__``, the ``AutoRoute``'s memory in ``upstream/routes.py`` -- and added to the backends
-``tests/test_state.py`` is parametrized over, so it passes the same contract.  Shared backends
-must date things with the wall clock (``time.time``): a monotonic clock means nothing in another
-process.  Each class here takes an injectable ``clock`` for the same reason tests need one.
+The Redis backend (``gateway/redis_state.py``, to share the state between several instances)
+plugs in without touching a caller: classes with the same methods, chosen in one place,
+:func:`open_shared` at the end of this module, which ``Gateway.__init__`` calls and hands out
+-- ``Account(..., failures=..., cache=...)``, ``ModelDiscovery(..., cache=...)``, ``usage``,
+``conversations`` and the ``AutoRoute``'s memory (through ``upstream/routes.build``).  The two
+caches also offer ``claim``: with a shared backend one instance refreshes while the others
+wait for its answer; the in-process ones always grant it, which leaves one process as it was.
+Shared backends must date things with the wall clock (``time.time``): a monotonic clock means
+nothing in another process.  Each class here takes an injectable ``clock`` for the same reason tests need one.
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
 
 from . import errors, usage
@@ -88,6 +91,11 @@ class CreditsCache(Protocol):
     def put(self, label: str, value: object, ttl: float) -> None:
         """Keep ``value`` for ``label``, fresh for ``ttl`` seconds."""
 
+    def claim(self, label: str, ttl: float) -> bool:
+        """True when the caller may refresh ``label`` now: no other holder of the same cache
+        claimed it in the last ``ttl`` seconds (a shared backend lets one instance ask Command
+        Code while the others wait for its answer).  A one-process backend always says True."""
+
 
 @runtime_checkable
 class FailureMemory(Protocol):
@@ -109,6 +117,10 @@ class ModelListCache(Protocol):
 
     def put(self, entries: list[dict]) -> None:
         """Replace the list."""
+
+    def claim(self, ttl: float) -> bool:
+        """True when the caller should fetch the list this period: nobody sharing the cache
+        claimed it in the last ``ttl`` seconds.  A one-process backend always says True."""
 
 
 @runtime_checkable
@@ -204,6 +216,9 @@ class MemoryCache:
             while len(self._entries) > self.max_keys:
                 self._entries.popitem(last=False)
 
+    def claim(self, label: str, ttl: float) -> bool:
+        return True         # one process: the caller's own lookup is the only one (Account dedups)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -241,6 +256,9 @@ class MemoryModelList:
 
     def put(self, entries: list[dict]) -> None:
         self._entries = list(entries)
+
+    def claim(self, ttl: float) -> bool:
+        return True         # one process fetches for itself, as it always did
 
 
 def _dumps(value) -> str:
@@ -307,3 +325,61 @@ class MemoryConversations:
 
     def get_thread(self, message_id: str) -> dict | None:
         return self._get("threads", message_id)
+
+
+# ---- choosing the backends ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shared:
+    """Every piece of state one gateway process keeps between requests, built together so that
+    they all live in the same place (the files of one machine, or one Redis for several).
+    ``conversations`` is None when ``store_responses`` is off; ``close`` lets the connections
+    go (nothing to do for the files, which are opened per use)."""
+
+    usage: UsageCounter
+    key_routes: RouteMemory
+    credits: CreditsCache
+    failures: FailureMemory
+    model_list: ModelListCache
+    conversations: ConversationState | None
+    close: Callable[[], None]
+
+
+def open_shared(cfg, state_dir: str) -> Shared:
+    """The backends ``cfg`` (the validated settings) asks for: without ``state``, the file and
+    in-process ones the gateway always had, in ``state_dir`` beside the usage file; with a
+    ``redis://`` URL, the members of one :class:`gateway.redis_state.RedisState`.
+
+    ``gateway.redis_state`` (and with it the redis client) is imported only in the second case,
+    so a gateway that does not use Redis neither needs nor loads it.
+    """
+    if cfg.state is None:
+        return _files(cfg, state_dir)
+    from . import capacity
+    from .redis_state import RedisState
+    # a connection for every thread that may touch the state at once: each stream slot, and
+    # the reserve threads that answer /usage and /health while every slot is busy
+    redis = RedisState(cfg.state, cfg.state_prefix,
+                       pool_size=cfg.stream_slots + capacity.RESERVED_THREADS,
+                       days_kept=cfg.usage_days_kept)
+    return Shared(usage=redis.usage, key_routes=redis.key_routes, credits=redis.credits,
+                  failures=redis.failures, model_list=redis.model_list,
+                  conversations=redis.conversations(cfg.responses_ttl_days, cfg.responses_max_mb)
+                  if cfg.store_responses else None,
+                  close=redis.close)
+
+
+def _files(cfg, state_dir: str) -> Shared:
+    """One machine's state: files every worker shares, and per-process caches."""
+    from .account import CREDITS_MAX_KEYS, SharedFailures      # account imports this module
+    from .conversations import ConversationStore
+    from .key_routes import KeyRoutes
+    conversations = ConversationStore(
+        os.path.join(state_dir, "state.sqlite3"), cfg.responses_ttl_days,
+        cfg.responses_max_mb) if cfg.store_responses else None
+    return Shared(usage=usage.UsageStore(cfg.usage_file),
+                  key_routes=KeyRoutes(os.path.join(state_dir, "key_routes.json")),
+                  credits=MemoryCache(CREDITS_MAX_KEYS),
+                  failures=SharedFailures(os.path.join(state_dir, "billing_failures.json")),
+                  model_list=MemoryModelList(), conversations=conversations,
+                  close=lambda: None)

@@ -173,3 +173,13 @@ def usage_delta(server, *models: str):
     yield delta
     after = totals()
     delta.update({m: {k: after[m].get(k, 0) - before[m].get(k, 0) for k in counters} for m in models})
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real ``redis-server`` (loopback, no persistence) for the session; tests keep apart by
+    a fresh key prefix each.  Tests that stop or pause a server start their own
+    (tests/redis_server.py)."""
+    from tests.redis_server import RedisServer
+    with RedisServer() as server:
+        yield server

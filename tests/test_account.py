@@ -237,3 +237,131 @@ def test_the_model_list_is_kept_in_its_cache(fake, tmp_path):
     assert discovery.cache.get() is None
     assert discovery.fetch_once() is True
     assert NEW_PROVIDER_MODEL in {e["id"] for e in discovery.cache.get()}
+
+
+# ---- shared caches (the state in Redis): one refresh for every instance --------------------------
+
+class _SharedCredits:
+    """A credits cache shared by several Accounts (as Redis is by several instances), with a
+    claim that only the first asker of a period gets."""
+
+    def __init__(self):
+        from gateway.state import MemoryCache
+        self.cache, self.claims = MemoryCache(), []
+        self._held: set[str] = set()
+
+    def get(self, label):
+        return self.cache.get(label)
+
+    def put(self, label, value, ttl):
+        self.cache.put(label, value, ttl)
+
+    def claim(self, label, ttl):
+        self.claims.append(label)
+        if label in self._held:
+            return False
+        self._held.add(label)
+        return True
+
+
+def test_a_shared_credits_cache_is_refreshed_by_one_account_only():
+    """Two instances' Accounts on one shared cache: the one that claims the refresh asks, the
+    other is answered from the cache without asking Command Code."""
+    from gateway.account import Account
+    shared, transport = _SharedCredits(), _CountingTransport()
+    first = Account("http://upstream.invalid", "1.0", transport, cache=shared)
+    second = Account("http://upstream.invalid", "1.0", transport, cache=shared)
+    assert first.credits("user_a", wait=5)["credits"]["planId"] == "individual-go"
+    assert second.credits("user_a", wait=5)["credits"]["planId"] == "individual-go"
+    assert transport.asked == ["Bearer user_a"]
+
+
+def test_while_another_instance_refreshes_the_last_value_serves_and_its_answer_is_taken():
+    """The claim is held elsewhere and the entry is stale: the request gets the stale value at
+    once, and the lookup picks up the other instance's answer as soon as it is in the cache."""
+    from gateway.account import Account
+    from gateway.keys import label
+    shared, transport = _SharedCredits(), _CountingTransport()
+    account = Account("http://upstream.invalid", "1.0", transport, cache=shared)
+    name = label("user_a")
+    shared.put(name, {"credits": {"planId": "individual-pro"}}, -1)    # stale
+    shared._held.add(name)                                             # another instance asks
+    started = time.monotonic()
+    assert account.credits("user_a", wait=0.3)["credits"]["planId"] == "individual-pro"
+    assert time.monotonic() - started < 1
+    shared.put(name, {"credits": {"planId": "individual-max"}}, 60)   # its answer arrives
+    deadline = time.monotonic() + 3
+    while account._pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert account.credits("user_a", wait=1)["credits"]["planId"] == "individual-max"
+    assert transport.asked == []
+
+
+def test_with_nothing_cached_and_the_claim_held_a_request_times_out_but_the_lookup_lands():
+    from gateway.account import Account
+    from gateway.keys import label
+    shared, transport = _SharedCredits(), _CountingTransport()
+    account = Account("http://upstream.invalid", "1.0", transport, cache=shared)
+    shared._held.add(label("user_a"))
+    try:
+        account.credits("user_a", wait=0.2)
+        raise AssertionError("expected a timeout")
+    except errors.UpstreamTimeout:
+        pass
+    shared.put(label("user_a"), {"credits": {"planId": "individual-go"}}, 60)
+    assert account.credits("user_a", wait=2)["credits"]["planId"] == "individual-go"
+    assert transport.asked == []
+
+
+class _SharedModels:
+    """A model list cache shared by several processes, with a claim per period."""
+
+    def __init__(self, entries=None, held=False):
+        self.entries, self.held, self.claims = entries, held, 0
+
+    def get(self):
+        return self.entries
+
+    def put(self, entries):
+        self.entries = list(entries)
+
+    def claim(self, ttl):
+        self.claims += 1
+        if self.held:
+            return False
+        self.held = True
+        return True
+
+
+def test_the_model_list_is_fetched_once_for_every_process_sharing_it(fake, tmp_path):
+    from gateway.account import ModelDiscovery
+    from gateway.transport import Transport
+    shared, lists = _SharedModels(), []
+    processes = [ModelDiscovery(fake.url, Transport(1, 5), lists.append, cache=shared)
+                 for _ in range(3)]
+    assert all(p.refresh() for p in processes)
+    assert len(calls(fake, PROVIDER_MODELS_PATH)) == 1
+    assert len(lists) == 3 and all(NEW_PROVIDER_MODEL in {e["id"] for e in got} for got in lists)
+
+
+def test_a_holder_whose_fetch_failed_tries_again_and_the_others_wait_for_the_list(fake, tmp_path):
+    """The fetching process keeps its claim for the period, so its retry fetches again; a
+    process that finds the claim held and no list yet says so (and retries later)."""
+    import gateway.account as account_mod
+    from gateway.transport import Transport
+    shared = _SharedModels()
+    holder = account_mod.ModelDiscovery(fake.url, Transport(1, 5), lambda e: None, cache=shared)
+    fake.models_status = 503
+    assert holder.refresh() is False
+    other = account_mod.ModelDiscovery(fake.url, Transport(1, 5), lambda e: None, cache=shared)
+    old = account_mod.CLAIM_WAIT
+    account_mod.CLAIM_WAIT = 0.2
+    try:
+        assert other.refresh() is False                 # the claim is held, no list anywhere
+    finally:
+        account_mod.CLAIM_WAIT = old
+    fake.models_status = 200
+    assert holder.refresh() is True                     # still its period: it fetches again
+    assert len(calls(fake, PROVIDER_MODELS_PATH)) == 2
+    assert other.refresh() is True                      # and the other takes that list
+    assert len(calls(fake, PROVIDER_MODELS_PATH)) == 2

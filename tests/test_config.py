@@ -492,3 +492,86 @@ def test_the_settings_are_typed_frozen_and_read_by_attribute_or_name():
 def test_every_mode_the_config_accepts_has_a_route():
     from gateway.upstream import routes
     assert set(config_mod.MODES) == set(routes.ROUTES)
+
+
+# ---- state: the files, or Redis for several instances -------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    'state: "http://:hunter2secret@redis.example.org:6379"\n',
+    'state: "hunter2secret@redis.example.org"\n',
+    'state: "redis://"\n',
+    "state: 6379\n",
+])
+def test_state_must_be_a_redis_url_and_is_never_echoed(tmp_path, text):
+    message = load_error(tmp_path, 'api_key: "k"\n' + text)
+    assert "'state'" in message
+    assert "hunter2secret" not in message and "redis.example.org" not in message
+
+
+def test_state_takes_redis_and_rediss_urls_and_defaults_to_the_files(tmp_path):
+    for url in ("redis://localhost:6379/0", "rediss://:pw@cache.example.org:6380"):
+        path = write(tmp_path, f'api_key: "k"\nstate: "{url}"\n')
+        assert config_mod.load(env=env_for(tmp_path, path)).state == url
+    path = write(tmp_path, 'api_key: "k"\n')
+    cfg = config_mod.load(env=env_for(tmp_path, path))
+    assert cfg.state is None and cfg.state_prefix == "ccgw" and cfg.usage_days_kept == 400
+    path = write(tmp_path, 'api_key: "k"\nstate: ""\n')            # blank: unset
+    assert config_mod.load(env=env_for(tmp_path, path)).state is None
+
+
+def test_an_empty_state_prefix_is_refused(tmp_path):
+    assert "'state_prefix'" in load_error(tmp_path, 'api_key: "k"\nstate_prefix: " "\n')
+
+
+def test_redis_url_env_sets_state_unless_the_file_names_one(tmp_path):
+    path = write(tmp_path, 'api_key: "k"\n')
+    env = env_for(tmp_path, path, REDIS_URL="redis://:pw@10.0.0.5:6379")
+    assert config_mod.load(env=env).state == "redis://:pw@10.0.0.5:6379"
+    path = write(tmp_path, 'api_key: "k"\nstate: "redis://mine:6379"\n')
+    assert config_mod.load(env=env_for(tmp_path, path, REDIS_URL="redis://other:1")).state \
+        == "redis://mine:6379"
+
+
+def test_a_bad_redis_url_env_names_the_variable_not_its_value(tmp_path):
+    message = load_error(tmp_path, 'api_key: "k"\n', REDIS_URL="memcached://:topsecret@h:1")
+    assert "REDIS_URL" in message and "topsecret" not in message
+
+
+def test_without_state_nothing_imports_redis(tmp_path):
+    """The file backends need no redis client: building the app (and serving a request) never
+    loads it, so a gateway without ``state`` runs where redis is not even installed."""
+    script = (
+        "import sys, json\n"
+        "from gateway import create_app\n"
+        f"cfg = json.loads({json.dumps(json.dumps({'api_key': 'k', 'usage_file': str(tmp_path / 'usage.json'), 'commandcode': {'mode': 'auto'}}))})\n"
+        "c = create_app(cfg).test_client()\n"
+        "assert c.get('/usage', headers={'Authorization': 'Bearer k'}).status_code == 200\n"
+        "loaded = sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')\n"
+        "                or m == 'gateway.redis_state')\n"
+        "print(json.dumps(loaded))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_without_state_the_backends_are_the_files_beside_the_usage_file(tmp_path):
+    from gateway import state
+    from gateway.account import SharedFailures
+    from gateway.conversations import ConversationStore
+    from gateway.key_routes import KeyRoutes
+    from gateway.usage import UsageStore
+    cfg = config_mod.validate({"usage_file": str(tmp_path / "usage.json")})
+    shared = state.open_shared(cfg, str(tmp_path))
+    assert isinstance(shared.usage, UsageStore) and shared.usage.path == str(tmp_path / "usage.json")
+    assert isinstance(shared.key_routes, KeyRoutes)
+    assert shared.key_routes.path == str(tmp_path / "key_routes.json")
+    assert isinstance(shared.failures, SharedFailures)
+    assert shared.failures.path == str(tmp_path / "billing_failures.json")
+    assert isinstance(shared.credits, state.MemoryCache)
+    assert isinstance(shared.model_list, state.MemoryModelList)
+    assert isinstance(shared.conversations, ConversationStore)
+    assert shared.credits.claim("gateway", 5) and shared.model_list.claim(60)
+    off = state.open_shared(config_mod.validate({"store_responses": False}), str(tmp_path))
+    assert off.conversations is None
+    shared.close()
