@@ -87,6 +87,10 @@ class NotJSON(TransportError):
 #: and never answers comes back as a "ConnectionError" whose reason is a read timeout.
 #: Whatever no row matches is the caller's ``otherwise`` (ConnectFailed or BrokeOff).
 _FAILURES: tuple[tuple[tuple[type[BaseException], ...], type[TransportError]], ...] = (
+    # a refused or unresolvable host: first, because urllib3 2 makes NewConnectionError a
+    # subclass of ConnectTimeoutError, and it is no timeout (requests makes the same exception)
+    ((urllib3.exceptions.NewConnectionError, urllib3.exceptions.NameResolutionError),
+     ConnectFailed),
     ((requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError), ConnectTimedOut),
     ((requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError), TimedOut),
 )
@@ -109,6 +113,8 @@ def _neutral(exc: BaseException, otherwise: type[TransportError], *args) -> Tran
     chain = list(_chain(exc))
     for classes, ours in _FAILURES:
         if any(isinstance(e, classes) for e in chain):
+            if ours is ConnectFailed:
+                return ConnectFailed(type(exc).__name__, *(args or ("Command Code",)))
             return ours(type(exc).__name__)
     return otherwise(type(exc).__name__, *args)
 

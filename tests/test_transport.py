@@ -123,6 +123,22 @@ def test_unreachable_upstream_is_a_502_naming_the_host_not_the_key():
     assert info.value.status == 502 and BASE in info.value.message
 
 
+def test_a_refused_connection_is_a_502_not_a_timeout():
+    """A real refusal (nothing listens on the port): urllib3 2 makes its NewConnectionError a
+    subclass of ConnectTimeoutError, which must not turn it into a 504."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]         # free once closed: nothing listens there
+    r = CliRoute(Transport(2, 5), f"http://127.0.0.1:{port}", config.DEFAULT_CLI_VERSION)
+    started = time.monotonic()
+    with pytest.raises(errors.UpstreamError) as info:
+        run(r)
+    assert info.value.status == 502 and not isinstance(info.value, errors.UpstreamTimeout)
+    assert f"cannot reach Command Code at http://127.0.0.1:{port}" in info.value.message
+    assert time.monotonic() - started < 2
+
+
 @responses.activate
 def test_upstream_timeout_is_a_504():
     responses.post(URL, body=requests.exceptions.ReadTimeout("slow"))
