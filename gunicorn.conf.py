@@ -4,11 +4,22 @@ The threaded ``gthread`` worker lets one process relay several long streams at o
 ``timeout`` is a heartbeat of the worker's own loop, which keeps beating while requests
 stream, so no amount of streaming (or upstream silence) makes gunicorn kill a worker.
 """
+import glob
+import json
 import os
 import sys
+import tempfile
 
-from gateway import capacity as _capacity
-from gateway import config as _config
+# Metrics are summed over the workers through files in one folder (gateway/metrics.py): it must
+# be named before prometheus_client is first imported (by the gateway's modules below), and it
+# starts empty, so a restart does not add the previous run's counts.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ccgw-metrics-"))
+for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+    os.unlink(_stale)
+
+from gateway import capacity as _capacity  # noqa: E402
+from gateway import config as _config  # noqa: E402
+from gateway import logs as _logs  # noqa: E402
 
 try:
     _cfg = _config.load()       # also creates a default config file on first start
@@ -34,8 +45,16 @@ timeout = 60                # worker heartbeat, not a request limit (see above)
 # host's kill timeout must be longer (Fly: kill_timeout; systemd: TimeoutStopSec).
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "60"))
 keepalive = 75              # idle client connections (nginx upstream keepalive) stay open
-accesslog = "-"
+# the gateway writes one access line per request itself (gateway/access.py: surface, model,
+# route, tokens, time to first byte...), so gunicorn's own would be a second one
+accesslog = None
 errorlog = "-"
+# gunicorn's lines in the gateway's format (log_format: text or json)
+logconfig_dict = _logs.gunicorn_logconfig(_cfg.log_format, _cfg.log_level)
+# which peers may say who the client is (X-Forwarded-For) and how it connected
+# (X-Forwarded-Proto): nginx on the same host by default; behind Fly's or Render's proxy set
+# FORWARDED_ALLOW_IPS="*" (their proxy addresses vary and the app is not reachable otherwise)
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 # gunicorn 24+ opens a control socket in $HOME by default; two gateways on one host (or a test
 # run beside a live one) would fight over it, and nothing here uses it.
 control_socket_disable = True
@@ -43,8 +62,17 @@ control_socket_disable = True
 
 def on_starting(server):
     """SIGINT is Fly's default kill signal; gunicorn's master treats it as a quick stop that
-    kills every worker at once.  Make it the graceful stop SIGTERM is."""
+    kills every worker at once.  Make it the graceful stop SIGTERM is.  Also say, once, what
+    this deployment runs with (every secret masked)."""
     server.handle_int = server.handle_term
+    server.log.info("effective configuration: %s",
+                    json.dumps(_logs.effective(_cfg), ensure_ascii=False))
+
+
+def child_exit(server, worker):
+    """A worker's live gauges (streams in flight, its stream slots) go with it."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def post_worker_init(worker):

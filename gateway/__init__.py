@@ -14,7 +14,7 @@ import os
 from flask import Flask, request
 
 from . import config as config_mod
-from . import capacity, errors, keys, plans, state
+from . import access, capacity, errors, keys, logs, plans, state
 from .account import Account, ModelDiscovery
 from .catalog import Catalog, prefixed
 from .config import Settings
@@ -59,6 +59,7 @@ class Gateway:
             if cfg.discover_models else None
         self.keepalive_interval = cfg.keepalive_interval
         self.local_keys = [k.encode() for k in config_mod.local_keys(cfg)]
+        self.metrics_key = cfg.metrics_key.encode() if cfg.metrics_key else None
         self.passthrough = cfg.client_keys == "passthrough"
         self._include = tuple(p.lower() for p in cfg.include_models if p)
 
@@ -101,6 +102,11 @@ class Gateway:
             return [entry for _, entry in self.models_payload]
         return [entry for m, entry in self.models_payload
                 if plans.usable(m.min_plan, tier) or prefixed(m.id, self._include)]
+
+    def scraper(self, presented: str | None) -> bool:
+        """Whether ``presented`` is ``metrics_key``: it reads /metrics and nothing else."""
+        return bool(self.metrics_key and presented
+                    and hmac.compare_digest(presented.encode(), self.metrics_key))
 
     def authorized(self, presented: str | None) -> bool:
         """Constant-time comparison against every local key (no early exit on a match)."""
@@ -145,6 +151,9 @@ def _install_cors(app: Flask, origins: str) -> None:
 def _install_handlers(app: Flask, gw: Gateway) -> None:
     @app.before_request
     def preflight_and_auth():
+        rec = access.record(request.environ)        # for the access line
+        rec["endpoint"] = request.endpoint
+        rec["rule"] = request.url_rule.rule if request.url_rule is not None else None
         if request.method == "OPTIONS":       # CORS preflight: browsers send it without credentials
             resp = app.make_response(("", 204))
             resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
@@ -159,6 +168,8 @@ def _install_handlers(app: Flask, gw: Gateway) -> None:
         if gw.authorized(presented):
             environ[keys.UPSTREAM_KEY] = None
             environ[keys.KEY_LABEL] = keys.GATEWAY_LABEL
+        elif request.endpoint == "meta.metrics" and gw.scraper(presented):
+            environ[keys.KEY_LABEL] = "metrics"
         elif gw.passthrough and presented and keys.is_command_code_key(presented):
             environ[keys.UPSTREAM_KEY] = presented      # the caller's own plan, this request only
             environ[keys.KEY_LABEL] = keys.label(presented)
@@ -178,8 +189,7 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app from ``config`` (a dict of overrides, as in config.yaml) or from the
     configuration file and environment when ``config`` is None."""
     cfg = config_mod.load() if config is None else config_mod.validate(config)
-    logging.basicConfig(level=cfg.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg.log_format, cfg.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(cfg.max_body_mb * 1024 * 1024)
     app.json.sort_keys = False
@@ -199,4 +209,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(anthropic.bp)
     _install_cors(app, cfg.cors_origins)
     _install_handlers(app, gw)
+    # one access line per request, timed to its last byte, counted in the metrics; the client
+    # behind a proxy is believed from the addresses gunicorn trusts (FORWARDED_ALLOW_IPS)
+    app.wsgi_app = access.Recorder(app.wsgi_app, logs.access_emitter(cfg.log_format),
+                                   access.TrustedProxies(
+                                       os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")))
     return app

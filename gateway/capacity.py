@@ -17,7 +17,7 @@ import os
 import struct
 import threading
 
-from . import errors
+from . import errors, metrics
 
 #: threads beyond the stream slots, for /health, /v1/models, /usage, count_tokens, keep-alives
 RESERVED_THREADS = 16
@@ -31,6 +31,7 @@ class Slots:
         self.limit = limit
         self.busy = 0
         self._lock = threading.Lock()
+        metrics.SLOTS.set(limit)            # this worker's share of ccgw_stream_slots
 
     @property
     def full(self) -> bool:
@@ -44,6 +45,7 @@ class Slots:
                     f"the gateway is relaying {self.limit} answers on this worker, its limit "
                     f"(stream_slots); retry in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
             self.busy += 1
+        metrics.IN_FLIGHT.inc()
         return Slot(self)
 
 
@@ -61,6 +63,7 @@ class Slot:
             if self._held:
                 self._held = False
                 slots.busy -= 1
+                metrics.IN_FLIGHT.dec()
 
 
 #: The slots of this worker process, for the worker class's accept decision.

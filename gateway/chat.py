@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from . import errors, keys, relay
+from . import access, errors, keys, relay
 from .canonical import ChatRequest, Finish, Usage
 from .codecs.base import EventEncoder
 from .normalize import normalize
@@ -47,6 +47,8 @@ class Gateway(Protocol):
 
 def _record(gw: Gateway, req: ChatRequest, usage: Usage | None, failed: bool,
             environ: dict) -> None:
+    rec = access.record(environ)
+    rec["usage"] = usage
     try:
         gw.usage.record(req.model.id, usage, failed, environ.get(keys.KEY_LABEL))
     except Exception:       # counting must never break an answer that was already given
@@ -65,6 +67,8 @@ def open_events(gw: Gateway, req: ChatRequest, environ: dict):
     opened = False
     try:
         upstream = gw.route.open(req, gw.upstream_key(environ))
+        rec = access.record(environ)
+        rec["model"], rec["upstream"] = req.model.id, upstream     # for the access line
         events = relay.pump(upstream, gw.keepalive_interval, relay.client_gone_checker(environ))
         first = next(events)
         opened = True
@@ -112,9 +116,11 @@ def encoded(gw: Gateway, req: ChatRequest, encoder: EventEncoder, environ: dict,
                 return
             yield encoder.event(ev)
     except errors.GatewayError as err:
+        access.record(environ)["error"] = err.code
         yield encoder.error(err)
     except Exception:
         log.exception("relaying a stream failed")
+        access.record(environ)["error"] = "gateway_error"
         yield encoder.error(errors.UpstreamError("the gateway failed while relaying the "
                                                  "stream", code="gateway_error"))
     finally:

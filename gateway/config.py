@@ -112,6 +112,12 @@ FIELDS: tuple[Field, ...] = (
           positive=True),
     Field("cors_origins", str, "*", 'Access-Control-Allow-Origin; "" disables CORS headers'),
     Field("log_level", str, "info", "Python logging level"),
+    Field("log_format", str, "text",
+          "text, or json: one JSON object per line, gunicorn's own lines included",
+          choices=("text", "json")),
+    Field("metrics_key", (str, type(None)), None,
+          "a key that may read /metrics and nothing else (for a Prometheus scraper)",
+          shown="—"),
 )
 
 

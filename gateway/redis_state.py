@@ -57,7 +57,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import errors, usage
+from . import errors, metrics, usage
 from .breaker import Breaker
 from .key_routes import CLI, PROVIDER, route_of
 from .state import MemoryCache, MemoryFailures, MemoryModelList
@@ -218,6 +218,7 @@ class Link:
         except redis.RedisError as exc:
             if not _pool_exhausted(exc):    # a burst of this worker's, not a Redis fault
                 self.breaker.failed(exc)
+                metrics.state_error("redis")
             return fallback()
         self.breaker.succeeded(ticket)
         return result

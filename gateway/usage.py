@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+from . import metrics
 from .canonical import Usage
 
 log = logging.getLogger("gateway.usage")
@@ -191,6 +192,7 @@ class UsageStore:
                 self._write(data)
                 # the lock is released when the lock file is closed
         except OSError as exc:
+            metrics.state_error("usage_file")
             if self._fault is None:
                 self._fault = exc.strerror or type(exc).__name__
                 log.error("cannot write the usage file %s (%s): counting in memory until it "

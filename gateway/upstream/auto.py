@@ -47,6 +47,7 @@ class AutoStream(UpstreamStream):
         """``route``'s stream for this request, made the one :meth:`abort` stops."""
         stream = route.open(self._req, self._key)
         self._hold(stream.abort)
+        self.route_name = stream.route_name
         return stream
 
     def _provider_or_none(self):

@@ -51,6 +51,10 @@ class UpstreamStream:
     have it; that is the only place a race between the reader and ``abort`` is settled.
     """
 
+    #: which route served the call, for the access log and metrics (``auto`` names the one
+    #: it chose once it has)
+    route_name = "-"
+
     def __init__(self):
         self._aborted = False
         self._close: Callable[[], None] | None = None

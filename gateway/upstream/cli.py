@@ -344,6 +344,8 @@ class CliStream(UpstreamStream):
     ``abort()`` may be called from another thread to stop at once.
     """
 
+    route_name = "cli"
+
     def __init__(self, route: CliRoute, body: bytes, headers: dict, names: dict[str, str]):
         super().__init__()
         self._route = route

@@ -19,6 +19,8 @@ from .base import UpstreamStream
 class FakeStream(UpstreamStream):
     """One call on a :class:`FakeRoute`: its batches, then its failure (if any)."""
 
+    route_name = "fake"
+
     def __init__(self, route: "FakeRoute", req: ChatRequest, key: str):
         super().__init__()
         self.route = route

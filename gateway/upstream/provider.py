@@ -53,6 +53,8 @@ class ProviderStream(UpstreamStream):
     learn the status (``auto`` needs it) before anything is relayed.
     """
 
+    route_name = "provider"
+
     def __init__(self, transport_, url: str, headers: dict, body: bytes, decoder_cls):
         super().__init__()
         self._transport = transport_

@@ -18,10 +18,10 @@ import json
 import logging
 from typing import Union
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
-from .. import errors
+from .. import access, errors
 from ..codecs import anthropic_messages, openai_chat, openai_responses
 from ..codecs.base import ErrorBody
 
@@ -40,6 +40,8 @@ UNROUTED: tuple[tuple[str, ErrorBody], ...] = (
 
 def respond(err: errors.GatewayError, error_body: ErrorBody) -> Response:
     """A complete response for ``err``: JSON envelope, status, ``Retry-After`` when known."""
+    if has_request_context():
+        access.record(request.environ)["error"] = err.code    # for the access line
     resp = Response(json.dumps(error_body(err)), status=err.status, mimetype="application/json")
     if err.retry_after is not None:
         resp.headers["Retry-After"] = str(err.retry_after)

@@ -1,9 +1,9 @@
 """Service endpoints: ``/health`` for load balancers and ``/usage`` for the operator."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import __version__, errors, plans
+from .. import __version__, errors, metrics, plans
 from ..codecs import openai_chat
 from . import error_handlers
 
@@ -14,7 +14,7 @@ error_handlers.install(bp, openai_chat.error_body)     # /usage: OpenAI's, as /v
 ENDPOINTS = ["POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
              "GET /v1/models/{id}", "POST /v1/responses", "GET /v1/responses/{id}",
              "DELETE /v1/responses/{id}", "GET /v1/responses/{id}/input_items", "POST /v1/messages", "POST /v1/messages/count_tokens",
-             "GET /health", "GET /usage"]
+             "GET /health", "GET /usage", "GET /metrics"]
 
 
 @bp.route("/", methods=["GET", "HEAD"])
@@ -54,3 +54,13 @@ def usage():
         except errors.GatewayError as err:
             data["upstream"] = {"error": err.message}
     return jsonify(data)
+
+
+@bp.get("/metrics", endpoint="metrics")
+def metrics_():
+    """Prometheus metrics (text format), summed over every worker: requests by surface, model,
+    route and status; tokens by kind; streams in flight and stream slots; time to first byte
+    and duration; upstream errors by class; state-store errors (gateway/metrics.py).  Needs the
+    local key, or ``metrics_key`` when one is set (so a scraper need not hold a model key)."""
+    return Response(metrics.render(), mimetype=None,
+                    headers={"Content-Type": metrics.CONTENT_TYPE})
