@@ -31,7 +31,7 @@ SURFACES = {
     "responses.delete": "responses_state", "responses.input_items": "responses_state",
     "anthropic.messages": "messages", "anthropic.count_tokens": "count_tokens",
     "meta.index": "index", "meta.health": "health", "meta.usage": "usage",
-    "meta.metrics": "metrics",
+    "meta.metrics": "metrics", "meta.usage_recent": "usage",
 }
 #: what the logs and metrics say of the model calls (the surfaces that take a stream slot)
 MODEL_CALLS = {"chat", "completions", "responses", "messages"}
@@ -87,14 +87,24 @@ def _is_address(text: str) -> bool:
     return True
 
 
+def worth_keeping(line: dict) -> bool:
+    """Whether a finished request goes to the recent-requests list: the model calls, and
+    anything that failed -- not the health checks, scrapes and page loads that would push
+    them out of a list of a hundred."""
+    return line["surface"] in MODEL_CALLS or line["status"] >= 400
+
+
 class Recorder:
     """WSGI middleware: times each request and, when its body is closed, writes its access
-    line (``emit``) and counts it in the metrics."""
+    line (``emit``), counts it in the metrics and, when :func:`worth_keeping`, hands it with
+    its ``time`` (epoch seconds) to ``on_finish`` (the recent-requests list's ``add``)."""
 
-    def __init__(self, app, emit, proxies: TrustedProxies):
+    def __init__(self, app, emit, proxies: TrustedProxies, on_finish=None):
         self.app = app
         self.emit = emit
         self.proxies = proxies
+        self.on_finish = on_finish
+        self._finish_failed = False     # log the first failure of on_finish only
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -116,6 +126,17 @@ class Recorder:
         except Exception:           # metrics must never break an answer
             log.debug("could not update the metrics", exc_info=True)
         self.emit(line)
+        if self.on_finish is not None and worth_keeping(line):
+            self._keep({**line, "time": time.time()})
+
+    def _keep(self, line: dict) -> None:
+        """``on_finish(line)``; a failure is logged once and never reaches the response."""
+        try:
+            self.on_finish(line)
+        except Exception:
+            if not self._finish_failed:
+                log.warning("could not keep a request in the recent list", exc_info=True)
+            self._finish_failed = True
 
     def _line(self, environ: dict, rec: dict, duration: float, ttfb: float | None) -> dict:
         usage = rec.get("usage")

@@ -49,8 +49,11 @@ def _record(gw: Gateway, req: ChatRequest, usage: Usage | None, failed: bool,
             environ: dict) -> None:
     rec = access.record(environ)
     rec["usage"] = usage
+    # the error code, when the call failed, was set on the record just before (the daily
+    # error counts); a call that ended well counts no error whatever the record says
+    error = rec.get("error") if failed else None
     try:
-        gw.usage.record(req.model.id, usage, failed, environ.get(keys.KEY_LABEL))
+        gw.usage.record(req.model.id, usage, failed, environ.get(keys.KEY_LABEL), error=error)
     except Exception:       # counting must never break an answer that was already given
         log.exception("could not update the usage file %s", gw.usage.path)
 
@@ -73,9 +76,12 @@ def open_events(gw: Gateway, req: ChatRequest, environ: dict):
         first = next(events)
         opened = True
     except StopIteration:
+        err = errors.UpstreamError("Command Code closed the stream without answering")
+        access.record(environ)["error"] = err.code      # before _record: it counts the code
         _record(gw, req, None, True, environ)
-        raise errors.UpstreamError("Command Code closed the stream without answering") from None
-    except errors.GatewayError:
+        raise err from None
+    except errors.GatewayError as err:
+        access.record(environ)["error"] = err.code
         _record(gw, req, None, True, environ)
         raise
     finally:
@@ -127,6 +133,9 @@ def encoded(gw: Gateway, req: ChatRequest, encoder: EventEncoder, environ: dict,
         source.close()      # stops the reader (and upstream) if the client left early
         slot.release()
         if not recorded:
+            rec = access.record(environ)
+            if not rec.get("error"):        # no failure of ours or upstream's: the client left
+                rec["error"] = "client_disconnected"
             _record(gw, req, None, True, environ)
 
 
@@ -142,8 +151,11 @@ def collect(gw: Gateway, req: ChatRequest, environ: dict) -> list:
             if type(ev) is Finish:
                 usage, failed = ev.usage, False
                 return out
+        raise errors.UpstreamError("the client went away before the answer was complete")
+    except errors.GatewayError as err:
+        access.record(environ)["error"] = err.code      # before _record (finally) counts it
+        raise
     finally:
         source.close()
         slot.release()
         _record(gw, req, usage, failed, environ)
-    raise errors.UpstreamError("the client went away before the answer was complete")

@@ -25,7 +25,11 @@ Key layout (``{p}`` is ``prefix``, so several gateways can share one Redis)::
     {p}:usage:days                   zset   day -> its UTC midnight (unix seconds)
     {p}:usage:day:{YYYY-MM-DD}       hash   that day's counters; expires days_kept after its
                                             last request
+    {p}:usage:daymodels:{YYYY-MM-DD} hash   "{model}:{counter}" -> n, that day per model;
+                                            expires as the day hash
+    {p}:usage:dayerrors:{YYYY-MM-DD} hash   error code -> requests that ended with it; the same
     {p}:usage:done:{entry id}        string the entry was counted (exactly-once marker, 2 days)
+    {p}:recent                       list   JSON access lines, newest first, trimmed to 100
     {p}:routes                       hash   key label -> "route|unix time"
     {p}:routes:probing               string the probing lock's owner token (PX lease)
     {p}:credits:v:{label}            string JSON {"until", "value"|"error"}; kept a day past its ttl
@@ -57,7 +61,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import errors, metrics, usage
+from . import errors, metrics, state, usage
 from .breaker import Breaker
 from .key_routes import CLI, PROVIDER, route_of
 from .state import MemoryCache, MemoryFailures, MemoryModelList
@@ -78,22 +82,40 @@ _UNAVAILABLE = object()     # what a call returns when Redis could not be asked
 
 # ---- Lua: each runs atomically in Redis -------------------------------------------------------
 
-# KEYS: done marker, totals, models set, model hash, days zset, day hash, keys set, key hash.
-# ARGV: marker ttl, model, day, day score, day ttl ms, prune below, label, then name, n pairs.
+# KEYS: done marker, totals, models set, model hash, days zset, day hash, keys set, key hash,
+# day-models hash, day-errors hash.
+# ARGV: marker ttl, model, day, day score, day ttl ms, prune below, label, error code, then
+# name, n pairs.
 RECORD = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local function add(key)
-  for i = 8, #ARGV, 2 do
-    if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]) end
+local function add(key, prefix)
+  for i = 9, #ARGV, 2 do
+    if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', key, prefix .. ARGV[i], ARGV[i + 1]) end
   end
 end
-add(KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[2]); add(KEYS[4])
-redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3]); add(KEYS[6])
+add(KEYS[2], '')
+redis.call('SADD', KEYS[3], ARGV[2]); add(KEYS[4], '')
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[3]); add(KEYS[6], '')
 redis.call('PEXPIRE', KEYS[6], ARGV[5])
+add(KEYS[9], ARGV[2] .. ':'); redis.call('PEXPIRE', KEYS[9], ARGV[5])
+if ARGV[8] ~= '' then
+  redis.call('HINCRBY', KEYS[10], ARGV[8], 1); redis.call('PEXPIRE', KEYS[10], ARGV[5])
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[6])
-if ARGV[7] ~= '' then redis.call('SADD', KEYS[7], ARGV[7]); add(KEYS[8]) end
+if ARGV[7] ~= '' then redis.call('SADD', KEYS[7], ARGV[7]); add(KEYS[8], '') end
 return 1
+"""
+
+# KEYS: days zset.  ARGV: the day-models and day-errors hash prefixes.  One snapshot of every
+# day kept: day, its models hash, its errors hash, repeated.
+HISTORY = """
+local out = {}
+for _, d in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  table.insert(out, d)
+  table.insert(out, redis.call('HGETALL', ARGV[1] .. d))
+  table.insert(out, redis.call('HGETALL', ARGV[2] .. d))
+end
+return out
 """
 
 # KEYS: totals, models set, days zset, keys set.  ARGV: the model, day and key hash prefixes.
@@ -140,7 +162,7 @@ end
 return 1
 """
 
-_SCRIPTS = {"record": RECORD, "read": READ, "release": RELEASE, "lru_get": LRU_GET,
+_SCRIPTS = {"record": RECORD, "read": READ, "history": HISTORY, "release": RELEASE, "lru_get": LRU_GET,
             "lru_put": LRU_PUT}
 
 
@@ -252,12 +274,34 @@ def _section(flat: list) -> dict:
 
 def _increments(entry: tuple) -> list:
     """What one entry adds, as (counter, n) pairs flattened (``usage._add`` in numbers)."""
-    _model, u, failed, _key, _day = entry
+    _model, u, failed, _key, _day, _error = entry
     values = {"total_requests": 1, "failed_requests": 1 if failed else 0,
               "prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens,
               "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens,
               "reasoning_tokens": u.reasoning_tokens}
     return [x for name in usage.COUNTERS for x in (name, str(int(values[name])))]
+
+
+def _day_models(flat: list) -> dict:
+    """A day-models hash (fields ``{model}:{counter}``; a model id may hold ``:``, a counter
+    name never does) as ``{model: bucket}``."""
+    models: dict = {}
+    for field, value in zip(flat[::2], flat[1::2]):
+        model, _, name = field.rpartition(":")
+        if name in usage.COUNTERS:
+            models.setdefault(model, dict.fromkeys(usage.COUNTERS, 0))[name] = int(value)
+    return models
+
+
+def _history(flat: list) -> dict:
+    """The :data:`HISTORY` script's answer as ``usage.empty_history()``'s shape."""
+    hist = usage.empty_history()
+    for day, models, codes in zip(flat[::3], flat[1::3], flat[2::3]):
+        if models:
+            hist["day_models"][day] = _day_models(models)
+        if codes:
+            hist["day_errors"][day] = {c: int(n) for c, n in zip(codes[::2], codes[1::2])}
+    return hist
 
 
 def _utc_midnight(day: str) -> int:
@@ -280,6 +324,7 @@ class RedisUsage:
         self._clock = clock
         self._pending: dict[str, tuple] = {}        # entry id -> entry, not known to be counted
         self._last = usage.empty()                  # the totals last read, for an outage
+        self._last_history = usage.empty_history()  # the same for the history
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -293,9 +338,11 @@ class RedisUsage:
             self._pid = os.getpid()
             self._lock, self._flushing = threading.Lock(), threading.Lock()
 
-    def record(self, model: str, usage_, failed: bool = False, key: str | None = None) -> None:
+    def record(self, model: str, usage_, failed: bool = False, key: str | None = None,
+               error: str | None = None) -> None:
         self._own()
-        item = (uuid.uuid4().hex, usage.new_entry(model, usage_, failed, key, self._clock()))
+        item = (uuid.uuid4().hex, usage.new_entry(model, usage_, failed, key, self._clock(),
+                                                  error))
         if self._send([item]):
             if self._pending:
                 self.flush(wait=False)
@@ -305,17 +352,18 @@ class RedisUsage:
         self._start_flusher()
 
     def _keys(self, entry: tuple, entry_id: str) -> list:
-        model, _u, _f, key, day = entry
+        model, _u, _f, key, day, _e = entry
         k = self._k
         return [f"{k}:done:{entry_id}", f"{k}:totals", f"{k}:models", f"{k}:model:{model}",
-                f"{k}:days", f"{k}:day:{day}", f"{k}:keys", f"{k}:key:{key or ''}"]
+                f"{k}:days", f"{k}:day:{day}", f"{k}:keys", f"{k}:key:{key or ''}",
+                f"{k}:daymodels:{day}", f"{k}:dayerrors:{day}"]
 
     def _args(self, entry: tuple) -> list:
-        model, _u, _f, key, day = entry
+        model, _u, _f, key, day, error = entry
         ttl = self.days_kept * 86400
         start = _utc_midnight(day)
         return [MARKER_TTL, model, day, start, _ms(ttl), int(start - ttl - 86400), key or "",
-                *_increments(entry)]
+                error or "", *_increments(entry)]
 
     def _send(self, items: list) -> bool:
         """Apply ``items`` (id, entry) in order; True when every one is known counted.  Those
@@ -368,6 +416,22 @@ class RedisUsage:
             usage.apply_entry(data, entry)
         return data
 
+    def history(self) -> dict:
+        """Every instance's per-day models and error counts (the days kept) plus this
+        process's pending entries; during an outage the history last read (never raises)."""
+        self._own()
+        k = self._k
+        snapshot = self._link.call(lambda r: _history(self._link.script("history")(
+            keys=[f"{k}:days"], args=[f"{k}:daymodels:", f"{k}:dayerrors:"])), lambda: None)
+        with self._lock:
+            if snapshot is not None:
+                self._last_history = snapshot
+            hist = copy.deepcopy(self._last_history)
+            pending = list(self._pending.values())
+        for entry in pending:
+            usage.apply_history(hist, entry)
+        return hist
+
     def _fetch(self, _client) -> dict:
         k = self._k
         totals, models, days, keys = self._link.script("read")(
@@ -383,6 +447,43 @@ class RedisUsage:
         self._closed.set()
         if self._pending:
             self.flush()
+
+
+# ---- recent requests ----------------------------------------------------------------------------
+
+class RedisRecent:
+    """The Redis :class:`gateway.state.RecentRequests`: one list for every instance (LPUSH
+    then LTRIM in one pipeline, so it never holds more than ``max_entries``), written through
+    to this process's list, which serves when Redis is unavailable."""
+
+    KEEP = 30 * 86400           # a gateway gone quiet leaves no list behind for ever
+
+    def __init__(self, link: Link, prefix: str, max_entries: int = state.RECENT_MAX):
+        self._link = link
+        self._key = f"{prefix}:recent"
+        self.max_entries = max_entries
+        self._local = state.MemoryRecent(max_entries)
+
+    def add(self, line: dict) -> None:
+        entry = state.recent_entry(line)
+        self._local.add(entry)
+
+        def push(r):
+            with r.pipeline(transaction=True) as pipe:
+                pipe.lpush(self._key, _dumps(entry))
+                pipe.ltrim(self._key, 0, self.max_entries - 1)
+                pipe.expire(self._key, self.KEEP)
+                pipe.execute()
+        self._link.call(push)
+
+    def read(self, limit: int = state.RECENT_MAX) -> list[dict]:
+        limit = max(0, min(limit, self.max_entries))
+        if not limit:
+            return []
+        raw = self._link.call(lambda r: r.lrange(self._key, 0, limit - 1))
+        if raw is _UNAVAILABLE:
+            return self._local.read(limit)
+        return state.newest_first([line for line in map(_loads, raw) if isinstance(line, dict)])
 
 
 # ---- key routes --------------------------------------------------------------------------------
@@ -681,6 +782,7 @@ class RedisState:
         self.credits = RedisCache(self._link, prefix, clock)
         self.failures = RedisFailures(self._link, prefix, clock)
         self.model_list = RedisModelList(self._link, prefix)
+        self.recent = RedisRecent(self._link, prefix)
 
     @property
     def path(self) -> str:

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
+import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Callable, Protocol, runtime_checkable
@@ -44,6 +46,26 @@ from .canonical import Usage
 from .key_routes import route_of
 
 Clock = Callable[[], float]
+log = logging.getLogger("gateway.state")
+
+#: What a recent-requests entry may hold: the access line's fields (``access.Recorder._line``,
+#: which never has a key, a prompt or an answer) plus when it finished.  Anything else is
+#: dropped before it is stored, so a field added to a line is not kept until it is named here.
+RECENT_FIELDS = ("time", "method", "path", "status", "surface", "model", "route", "key",
+                 "client", "scheme", "ttfb_ms", "duration_ms", "tokens_in", "tokens_out",
+                 "tokens_cached", "tokens_reasoning", "error")
+RECENT_MAX = 100
+
+
+def recent_entry(line: dict) -> dict:
+    """``line`` cut down to :data:`RECENT_FIELDS` (every backend stores exactly this)."""
+    return {k: line.get(k) for k in RECENT_FIELDS}
+
+
+def newest_first(lines: list[dict]) -> list[dict]:
+    """``lines`` by ``time``, newest first: requests finishing at once on several threads or
+    workers are stored in the order they got to the store, which may differ by a few ms."""
+    return sorted(lines, key=lambda line: line.get("time") or 0, reverse=True)
 
 
 # ---- the contracts -----------------------------------------------------------------------------
@@ -57,11 +79,29 @@ class UsageCounter(Protocol):
     path: str
 
     def record(self, model: str, usage: Usage | None, failed: bool = False,
-               key: str | None = None) -> None:
-        """Count one finished request (``usage`` None: a request with no tokens)."""
+               key: str | None = None, error: str | None = None) -> None:
+        """Count one finished request (``usage`` None: a request with no tokens; ``error``:
+        the error code it ended with, None when it succeeded), in one atomic step with its
+        history."""
 
     def read(self) -> dict:
         """Every total as of now; the caller may change what it gets."""
+
+    def history(self) -> dict:
+        """``{"day_models": {day: {model: counters}}, "day_errors": {day: {code: n}}}`` for
+        the days kept (a day appears in ``day_errors`` once it had an error)."""
+
+
+@runtime_checkable
+class RecentRequests(Protocol):
+    """The last :data:`RECENT_MAX` finished requests of every worker, as their access lines
+    (:data:`RECENT_FIELDS`), for the status page.  Never raises into a request."""
+
+    def add(self, line: dict) -> None:
+        """Keep ``line`` (cut to :data:`RECENT_FIELDS`) as the newest; the oldest past the cap go."""
+
+    def read(self, limit: int = RECENT_MAX) -> list[dict]:
+        """The newest ``limit`` lines, newest first."""
 
 
 @runtime_checkable
@@ -157,18 +197,96 @@ class MemoryUsage:
     def __init__(self, clock: Clock | None = None):
         self._clock = clock
         self._data = usage.empty()
+        self._history = usage.empty_history()
         self._lock = threading.Lock()
 
     def record(self, model: str, usage_: Usage | None, failed: bool = False,
-               key: str | None = None) -> None:
+               key: str | None = None, error: str | None = None) -> None:
         now = self._clock() if self._clock else None
-        entry = usage.new_entry(model, usage_, failed, key, now)
+        entry = usage.new_entry(model, usage_, failed, key, now, error)
         with self._lock:
             usage.apply_entry(self._data, entry)
+            usage.apply_history(self._history, entry)
+            usage.prune_history(self._history, now=now)
 
     def read(self) -> dict:
         with self._lock:
             return copy.deepcopy(self._data)
+
+    def history(self) -> dict:
+        with self._lock:
+            return copy.deepcopy(self._history)
+
+
+class MemoryRecent:
+    """Recent requests in this process's memory (and Redis's fallback)."""
+
+    def __init__(self, max_entries: int = RECENT_MAX):
+        self._lines: deque = deque(maxlen=max_entries)
+        self._lock = threading.Lock()
+
+    def add(self, line: dict) -> None:
+        with self._lock:
+            self._lines.appendleft(recent_entry(line))
+
+    def read(self, limit: int = RECENT_MAX) -> list[dict]:
+        with self._lock:
+            return newest_first([dict(line) for line in list(self._lines)[:max(0, limit)]])
+
+
+class FileRecent:
+    """Recent requests in a small SQLite table (``recent.sqlite3`` beside the usage file) that
+    every worker shares: WAL, so readers never wait for the writer; one connection per thread
+    (a sqlite3 connection is not to be shared between threads), made again after a fork;
+    pruned to ``max_entries`` rows at each insert.  A failure logs once and loses that line:
+    the list is a convenience and must never fail or stall a request (1 s busy timeout)."""
+
+    def __init__(self, path: str, max_entries: int = RECENT_MAX):
+        self.path = os.path.abspath(path)
+        self.max_entries = max_entries
+        self._local = threading.local()
+        self._failing = False
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None or self._local.pid != os.getpid():
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))     # private, as the rest
+            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS recent "
+                       "(id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL)")
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("the recent-requests file %s cannot be used (%s); the list is "
+                        "incomplete until it can", self.path, exc)
+        self._failing = True
+        self._local.db = None
+
+    def add(self, line: dict) -> None:
+        try:
+            db = self._db()
+            with db:                # one transaction: the insert and the prune
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO recent (line) VALUES (?)", (_dumps(recent_entry(line)),))
+                db.execute("DELETE FROM recent WHERE id NOT IN "
+                           "(SELECT id FROM recent ORDER BY id DESC LIMIT ?)", (self.max_entries,))
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return
+        self._failing = False
+
+    def read(self, limit: int = RECENT_MAX) -> list[dict]:
+        try:
+            rows = self._db().execute("SELECT line FROM recent ORDER BY id DESC LIMIT ?",
+                                      (max(0, min(limit, self.max_entries)),)).fetchall()
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return []
+        return newest_first([json.loads(text) for (text,) in rows])
 
 
 class MemoryKeyRoutes:
@@ -343,6 +461,7 @@ class Shared:
     model_list: ModelListCache
     conversations: ConversationState | None
     close: Callable[[], None]
+    recent: RecentRequests
 
 
 def open_shared(cfg, state_dir: str) -> Shared:
@@ -366,7 +485,7 @@ def open_shared(cfg, state_dir: str) -> Shared:
                   failures=redis.failures, model_list=redis.model_list,
                   conversations=redis.conversations(cfg.responses_ttl_days, cfg.responses_max_mb)
                   if cfg.store_responses else None,
-                  close=redis.close)
+                  close=redis.close, recent=redis.recent)
 
 
 def _files(cfg, state_dir: str) -> Shared:
@@ -382,4 +501,5 @@ def _files(cfg, state_dir: str) -> Shared:
                   credits=MemoryCache(CREDITS_MAX_KEYS),
                   failures=SharedFailures(os.path.join(state_dir, "billing_failures.json")),
                   model_list=MemoryModelList(), conversations=conversations,
-                  close=lambda: None)
+                  close=lambda: None,
+                  recent=FileRecent(os.path.join(state_dir, "recent.sqlite3")))

@@ -35,6 +35,9 @@ def _zero() -> dict:
 
 
 SECTIONS = ("models", "days", "keys")
+#: the file's extra top-level keys, for :meth:`UsageStore.history` (never in ``read()``)
+HISTORY = ("day_models", "day_errors")
+HISTORY_DAYS = 400          # the file keeps this many days of history (Redis: usage_days_kept)
 
 
 def empty() -> dict:
@@ -53,15 +56,28 @@ def _valid_bucket(bucket) -> bool:
         isinstance(bucket.get(k, 0), int) and not isinstance(bucket.get(k, 0), bool) for k in COUNTERS)
 
 
+def _valid_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_nested(days, valid_leaf) -> bool:
+    """``{day: {name: leaf}}`` with every leaf passing ``valid_leaf``."""
+    return isinstance(days, dict) and all(
+        isinstance(per_day, dict) and all(valid_leaf(v) for v in per_day.values())
+        for per_day in days.values())
+
+
 def _valid(data) -> bool:
-    """True for a structure this module wrote (every counter an integer, buckets mappings)."""
+    """True for a structure this module wrote (every counter an integer, buckets mappings,
+    the history sections when present nested the same way)."""
     if not _valid_bucket(data):
         return False
     for section in SECTIONS:
         buckets = data.get(section, {})
         if not isinstance(buckets, dict) or not all(_valid_bucket(b) for b in buckets.values()):
             return False
-    return True
+    return (_valid_nested(data.get("day_models", {}), _valid_bucket)
+            and _valid_nested(data.get("day_errors", {}), _valid_count))
 
 
 def _add(bucket: dict, usage: Usage, failed: bool) -> None:
@@ -82,21 +98,57 @@ def day(now: float | None = None) -> str:
 
 
 def new_entry(model: str, usage: Usage | None, failed: bool = False, key: str | None = None,
-              now: float | None = None) -> tuple:
+              now: float | None = None, error: str | None = None) -> tuple:
     """One request as every usage backend records it: its day is fixed when it ends, so an
-    increment that waits (a disk fault, a slow backend) still counts on the right day."""
-    return (model, usage or Usage(), failed, key, day(now))
+    increment that waits (a disk fault, a slow backend) still counts on the right day.
+    ``error``: the error code it ended with (None: it succeeded), for the daily error counts."""
+    return (model, usage or Usage(), failed, key, day(now), error or None)
+
+
+def empty_history() -> dict:
+    return {"day_models": {}, "day_errors": {}}
 
 
 def apply_entry(data: dict, entry: tuple) -> None:
     """Add one request (a :func:`new_entry`) to the totals ``data``, in place; shared by every
     backend so they agree on what a record adds."""
-    model, usage, failed, key, day = entry
+    model, usage, failed, key, day, _error = entry
     _add(data, usage, failed)
     _add(data.setdefault("models", {}).setdefault(model, _zero()), usage, failed)
     _add(data.setdefault("days", {}).setdefault(day, _zero()), usage, failed)
     if key:
         _add(data.setdefault("keys", {}).setdefault(key, _zero()), usage, failed)
+
+
+def apply_history(hist: dict, entry: tuple) -> None:
+    """Add one request to the history ``hist`` (``day_models`` and ``day_errors``), in place:
+    the same step as :func:`apply_entry`, so a day's models always add up to its ``days``
+    bucket, and shared by every backend so they keep the same shape."""
+    model, usage, failed, _key, day, error = entry
+    per_day = hist.setdefault("day_models", {}).setdefault(day, {})
+    _add(per_day.setdefault(model, _zero()), usage, failed)
+    if error:
+        codes = hist.setdefault("day_errors", {}).setdefault(day, {})
+        codes[error] = codes.get(error, 0) + 1
+
+
+def prune_history(hist: dict, keep_days: float = HISTORY_DAYS, now: float | None = None) -> None:
+    """Drop the days older than ``keep_days`` (a file grows by a day's models each day)."""
+    oldest = day((time.time() if now is None else now) - keep_days * 86400)
+    for section in HISTORY:
+        days = hist.setdefault(section, {})
+        for old in [d for d in days if d < oldest]:
+            del days[old]
+
+
+def split_history(data: dict) -> dict:
+    """Take the history sections out of a file's content (what ``read()`` must not show)."""
+    return {section: data.pop(section, {}) for section in HISTORY}
+
+
+def without_history(data: dict) -> dict:
+    """A file's content as ``read()`` shows it: the history sections left out."""
+    return {k: v for k, v in data.items() if k not in HISTORY}
 
 
 class UsageStore:
@@ -124,11 +176,23 @@ class UsageStore:
         """
         data = self._load()
         data = data if data is not None else empty()
+        split_history(data)
         with self._thread_lock:
             pending = list(self._pending)
         for entry in pending:           # what this worker counted during a disk fault
             apply_entry(data, entry)
         return data
+
+    def history(self) -> dict:
+        """Per day, each model's counters and the error counts by code (the last
+        :data:`HISTORY_DAYS` days), from the same file as :meth:`read`, without locking."""
+        data = self._load()
+        hist = split_history(data) if data is not None else empty_history()
+        with self._thread_lock:
+            pending = list(self._pending)
+        for entry in pending:
+            apply_history(hist, entry)
+        return hist
 
     def _load(self) -> dict | None:
         """The file's totals; an empty structure if it does not exist; None if it is unusable."""
@@ -164,10 +228,11 @@ class UsageStore:
                     pass
 
     def record(self, model: str, usage: Usage | None, failed: bool = False,
-               key: str | None = None) -> None:
+               key: str | None = None, error: str | None = None) -> None:
         """Add one request to the totals, the model's and today's (UTC) buckets, and the
-        bucket of ``key`` (a key's label, never a key) when given."""
-        entry = new_entry(model, usage, failed, key)
+        bucket of ``key`` (a key's label, never a key) when given; and to today's history
+        (its model's counters, ``error``'s count), in the same file write."""
+        entry = new_entry(model, usage, failed, key, error=error)
         with self._thread_lock:
             self._pending.append(entry)
             self._flush()
@@ -189,6 +254,8 @@ class UsageStore:
                     data = self._quarantine()
                 for entry in self._pending:
                     apply_entry(data, entry)
+                    apply_history(data, entry)      # same file, same replace: always in step
+                prune_history(data)
                 self._write(data)
                 # the lock is released when the lock file is closed
         except OSError as exc:

@@ -52,10 +52,11 @@ class UsageLog:
     path = "/nowhere/usage.json"
 
     def __init__(self):
-        self.records = []
+        self.records, self.errors = [], []
 
-    def record(self, model, usage, failed, label):
+    def record(self, model, usage, failed, label, error=None):
         self.records.append((model, usage, failed, label))
+        self.errors.append(error)
 
 
 class FakeGateway:

@@ -10,6 +10,7 @@ Time is an injected clock, so expiry is tested without sleeping.
 """
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -368,3 +369,113 @@ def test_conversations_expire_after_their_ttl(conversations_backend, clock):
     clock.advance(2)
     assert store.get("resp_1") is None and store.get_item("it_1") is None
     assert store.get_thread("msg_1") is None and store.delete("resp_1") is False
+
+
+# ---- usage history (per day and model, errors per day) ----------------------------------------
+
+
+def test_usage_history_days_by_model_add_up_and_errors_count_by_code(usage_backend):
+    store = usage_backend()
+    store.record("m1", Usage(10, 2, 3, 4, 1), key="key-a")
+    store.record("m1", Usage(1, 1), failed=True, error="upstream_timeout")
+    store.record("vendor/m:2", None, failed=True, error="rate_limit_exceeded")
+    store.record("vendor/m:2", Usage(5, 5), failed=True, error="rate_limit_exceeded")
+    other = usage_backend()                         # another worker's (instance's) view
+    hist, data = other.history(), other.read()
+    assert set(hist) == {"day_models", "day_errors"}
+    assert set(data) == set(COUNTERS) | {"models", "days", "keys"}      # read() unchanged
+    assert set(hist["day_models"]) == set(data["days"])
+    for day, models in hist["day_models"].items():
+        assert {k: sum(b[k] for b in models.values()) for k in COUNTERS} == \
+            {k: data["days"][day][k] for k in COUNTERS}
+        for model, bucket in models.items():
+            assert set(bucket) == set(COUNTERS)
+    totals_by_model: dict = {}
+    for models in hist["day_models"].values():
+        for model, bucket in models.items():
+            acc = totals_by_model.setdefault(model, dict.fromkeys(COUNTERS, 0))
+            for k in COUNTERS:
+                acc[k] += bucket[k]
+    assert totals_by_model == {m: {k: b[k] for k in COUNTERS} for m, b in data["models"].items()}
+    (codes,) = hist["day_errors"].values()
+    assert codes == {"upstream_timeout": 1, "rate_limit_exceeded": 2}
+
+
+def test_usage_history_starts_empty_and_is_the_callers_copy(usage_backend):
+    store = usage_backend()
+    assert store.history() == {"day_models": {}, "day_errors": {}}
+    store.record("m", Usage(1, 1), error=None)
+    got = store.history()
+    next(iter(got["day_models"].values()))["m"]["prompt_tokens"] = 99
+    assert next(iter(store.history()["day_models"].values()))["m"]["prompt_tokens"] == 1
+    assert store.history()["day_errors"] == {}
+
+
+def test_file_usage_history_keeps_400_days(tmp_path):
+    """Days older than HISTORY_DAYS go at the next write; read() never shows the history."""
+    path = tmp_path / "usage.json"
+    store = UsageStore(str(path))
+    store.record("m", Usage(1))
+    raw = json.loads(path.read_text())
+    raw["day_models"]["2000-01-01"] = {"m": dict.fromkeys(COUNTERS, 1)}
+    raw["day_errors"]["2000-01-01"] = {"x": 1}
+    path.write_text(json.dumps(raw))
+    assert "2000-01-01" in store.history()["day_models"]
+    store.record("m", Usage(1), failed=True, error="x")
+    hist = store.history()
+    assert "2000-01-01" not in hist["day_models"] and "2000-01-01" not in hist["day_errors"]
+    assert set(store.read()) == set(COUNTERS) | {"models", "days"}
+
+
+# ---- recent requests ---------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["file", "memory", "redis"])
+def recent_backend(request, tmp_path, redis_states):
+    if request.param == "redis":
+        return lambda: redis_states().recent
+    if request.param == "file":
+        return lambda: state.FileRecent(str(tmp_path / "recent.sqlite3"))
+    return _shared(state.MemoryRecent)
+
+
+def line(i: int, **extra) -> dict:
+    return {**dict.fromkeys(state.RECENT_FIELDS), "time": 1_700_000_000.0 + i,
+            "status": 200, "surface": "chat", "path": f"/v1/chat/completions#{i}", **extra}
+
+
+def test_recent_backend_follows_the_contract(recent_backend):
+    assert isinstance(recent_backend(), state.RecentRequests)
+    assert recent_backend().read() == []
+
+
+def test_recent_is_newest_first_capped_at_100_and_shared(recent_backend):
+    recent = recent_backend()
+    for i in range(130):
+        recent.add(line(i))
+    got = recent_backend().read()                   # another process's view
+    assert [x["time"] for x in got] == [1_700_000_000.0 + i for i in range(129, 29, -1)]
+    assert got[0] == line(129)                      # every field kept as it was
+    assert [x["time"] for x in recent_backend().read(3)] == [
+        1_700_000_000.0 + i for i in (129, 128, 127)]
+
+
+def test_recent_keeps_the_access_line_fields_only(recent_backend):
+    recent_backend().add(line(1, prompt="never stored", error="upstream_timeout", status=504))
+    (got,) = recent_backend().read()
+    assert set(got) == set(state.RECENT_FIELDS)
+    assert (got["error"], got["status"]) == ("upstream_timeout", 504)
+
+
+def test_recent_fields_are_the_access_line_fields():
+    from gateway import access
+    rec = access.Recorder(None, lambda line: None, access.TrustedProxies())
+    assert set(rec._line({}, {}, 0.1, None)) | {"time"} == set(state.RECENT_FIELDS)
+
+
+def test_file_recent_never_raises(tmp_path, caplog):
+    recent = state.FileRecent(str(tmp_path / "missing" / "recent.sqlite3"))
+    recent.add(line(1))
+    recent.add(line(2))
+    assert recent.read() == []
+    assert len([r for r in caplog.records if "recent-requests" in r.getMessage()]) == 1

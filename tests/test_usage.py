@@ -112,7 +112,7 @@ def test_record_exact_totals_per_model_and_day(tmp_path):
         assert sum_buckets(data["days"].values()) == total
     assert_well_formed(data)
     # what read() returns is exactly what is on disk
-    assert json.loads(path.read_text(encoding="utf-8")) == data
+    assert usage_mod.without_history(json.loads(path.read_text(encoding="utf-8"))) == data
     # a second store object on the same file continues the same totals
     UsageStore(str(path)).record("model-c", Usage(1))
     assert store.read()["total_requests"] == 6
@@ -264,7 +264,7 @@ def test_kill_9_never_leaves_a_half_written_file(tmp_path):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             data = json.loads(text)                    # never half a file
-            assert_well_formed(data)
+            assert_well_formed(usage_mod.without_history(data))
             assert set(data["models"]) <= set(MODELS)
             assert data["total_requests"] >= last_total, "total went down after a kill"
             grew += data["total_requests"] > last_total
@@ -513,3 +513,28 @@ def test_lock_files_are_private_like_the_data_files(tmp_path):
         routes.remember("key-0123456789ab", "cli")
     for name in ("usage.json.lock", "key_routes.json.lock"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+
+
+# ---- history through the app: each failed call's error code is counted --------------------------
+
+
+def test_a_failed_calls_error_code_reaches_the_daily_error_counts(client, app):
+    """chat._record hands the access record's error code to the usage store."""
+    gw = app.extensions["gateway"]
+    ok = client.post("/v1/chat/completions", json={
+        "model": "deepseek/deepseek-v4-flash", "messages": [{"role": "user", "content": "hi"}]})
+    bad = client.post("/v1/chat/completions", json={
+        "model": "deepseek/deepseek-v4-flash",
+        "messages": [{"role": "user", "content": "[[error_first]]"}]})
+    assert ok.status_code == 200 and bad.status_code >= 400
+    code = bad.get_json()["error"]["code"]
+    ok.close()
+    bad.close()                                     # the access line is written on close
+    hist = gw.usage.history()
+    (codes,) = hist["day_errors"].values()
+    assert codes == {code: 1}
+    (models,) = hist["day_models"].values()
+    assert models["deepseek/deepseek-v4-flash"]["total_requests"] == 2
+    assert models["deepseek/deepseek-v4-flash"]["failed_requests"] == 1
+    (line, *_) = gw.recent.read()
+    assert line["error"] == code and line["status"] == bad.status_code

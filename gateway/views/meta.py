@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import __version__, errors, metrics, plans
+from .. import __version__, errors, keys, metrics, plans
 from ..codecs import openai_chat
 from . import error_handlers
 
@@ -14,7 +14,8 @@ error_handlers.install(bp, openai_chat.error_body)     # /usage: OpenAI's, as /v
 ENDPOINTS = ["POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models",
              "GET /v1/models/{id}", "POST /v1/responses", "GET /v1/responses/{id}",
              "DELETE /v1/responses/{id}", "GET /v1/responses/{id}/input_items", "POST /v1/messages", "POST /v1/messages/count_tokens",
-             "GET /health", "GET /usage", "GET /metrics"]
+             "GET /health", "GET /usage", "GET /usage/recent", "GET /metrics",
+             "GET /status"]
 
 
 @bp.route("/", methods=["GET", "HEAD"])
@@ -54,6 +55,18 @@ def usage():
         except errors.GatewayError as err:
             data["upstream"] = {"error": err.message}
     return jsonify(data)
+
+
+@bp.get("/usage/recent")
+def usage_recent():
+    """The last 100 finished model calls and failed requests of every worker, newest first:
+    ``{"data": [access line + "time" (epoch seconds), ...]}`` -- the access line's fields
+    only, never a prompt or an answer.  The gateway's own key only: the lines name other
+    callers' key labels and addresses, which a passthrough caller has no business seeing."""
+    if request.environ.get(keys.KEY_LABEL) != keys.GATEWAY_LABEL:
+        raise errors.PermissionDenied("/usage/recent needs the gateway's local key")
+    gw = current_app.extensions["gateway"]
+    return jsonify({"data": gw.recent.read()})
 
 
 @bp.get("/metrics", endpoint="metrics")
