@@ -27,7 +27,8 @@ __version__ = "0.6.0"
 
 log = logging.getLogger("gateway")
 
-_PUBLIC_ENDPOINTS = {"meta.health", "meta.index"}
+_PUBLIC_ENDPOINTS = {"meta.health", "meta.index",
+                     "status.page", "status.login", "status.logout"}   # own auth: views/status.py
 _ALLOW_HEADERS = "authorization, content-type, x-api-key, anthropic-version, anthropic-beta"
 
 
@@ -52,6 +53,7 @@ class Gateway:
         self.usage = self.shared.usage
         self.slots = capacity.current = capacity.Slots(cfg.stream_slots)
         self.conversations = self.shared.conversations
+        self.recent = self.shared.recent     # the last requests of every worker (/usage/recent)
         self.account = Account(cc.base_url, cc.cli_version, self.transport,
                                failures=self.shared.failures, cache=self.shared.credits)
         self.discovery = ModelDiscovery(cc.base_url, self.transport, self._merge_model_list,
@@ -202,8 +204,9 @@ def create_app(config: dict | None = None) -> Flask:
         log.warning("no Command Code API key: set COMMAND_CODE_API_KEY or commandcode.api_key; "
                     "/health and /v1/models work, model calls will fail until then")
 
-    from .views import anthropic, meta, openai, responses
+    from .views import anthropic, meta, openai, responses, status
     app.register_blueprint(meta.bp)
+    app.register_blueprint(status.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(responses.bp)
     app.register_blueprint(anthropic.bp)
@@ -213,5 +216,6 @@ def create_app(config: dict | None = None) -> Flask:
     # behind a proxy is believed from the addresses gunicorn trusts (FORWARDED_ALLOW_IPS)
     app.wsgi_app = access.Recorder(app.wsgi_app, logs.access_emitter(cfg.log_format),
                                    access.TrustedProxies(
-                                       os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")))
+                                       os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")),
+                                   on_finish=gw.recent.add)
     return app

@@ -118,6 +118,7 @@ FIELDS: tuple[Field, ...] = (
     Field("metrics_key", (str, type(None)), None,
           "a key that may read /metrics and nothing else (for a Prometheus scraper)",
           shown="—"),
+    Field("status_public", bool, False, "show /status without login, for a private network"),
 )
 
 
