@@ -30,10 +30,10 @@ nothing in another process.  Each class here takes an injectable ``clock`` for t
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import OrderedDict, deque
@@ -235,58 +235,82 @@ class MemoryRecent:
 
 
 class FileRecent:
-    """Recent requests in a small SQLite table (``recent.sqlite3`` beside the usage file) that
-    every worker shares: WAL, so readers never wait for the writer; one connection per thread
-    (a sqlite3 connection is not to be shared between threads), made again after a fork;
-    pruned to ``max_entries`` rows at each insert.  A failure logs once and loses that line:
-    the list is a convenience and must never fail or stall a request (1 s busy timeout)."""
+    """Recent requests in a small file every worker shares (``recent.jsonl`` beside the usage
+    file): one JSON line per request, appended under an exclusive ``fcntl`` lock (a side lock
+    file, as the usage store does), and rewritten whole (atomically, keeping the newest
+    ``max_entries``) once it holds twice that many.  Readers take no lock: they read complete
+    lines and skip a torn last one.  A failure logs once and loses that line: the list is a
+    convenience and must never fail a request."""
 
     def __init__(self, path: str, max_entries: int = RECENT_MAX):
         self.path = os.path.abspath(path)
         self.max_entries = max_entries
-        self._local = threading.local()
+        self._lock_path = self.path + ".lock"
+        self._thread_lock = threading.Lock()
+        self._lock_file = None          # opened once per process, locked for each add
+        self._pid = None
         self._failing = False
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None or self._local.pid != os.getpid():
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))     # private, as the rest
-            db = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS recent "
-                       "(id INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL)")
-            self._local.db, self._local.pid = db, os.getpid()
-        return db
+    def _lock(self):
+        if self._lock_file is None or self._pid != os.getpid():
+            self._lock_file, self._pid = usage.open_private(self._lock_path), os.getpid()
+        return self._lock_file
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
             log.warning("the recent-requests file %s cannot be used (%s); the list is "
                         "incomplete until it can", self.path, exc)
         self._failing = True
-        self._local.db = None
 
     def add(self, line: dict) -> None:
+        text = (_dumps(recent_entry(line)) + "\n").encode()
         try:
-            db = self._db()
-            with db:                # one transaction: the insert and the prune
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT INTO recent (line) VALUES (?)", (_dumps(recent_entry(line)),))
-                db.execute("DELETE FROM recent WHERE id NOT IN "
-                           "(SELECT id FROM recent ORDER BY id DESC LIMIT ?)", (self.max_entries,))
-        except (sqlite3.Error, OSError) as exc:
+            with self._thread_lock:
+                lock = self._lock()
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                    try:
+                        os.write(fd, text)
+                        size = os.fstat(fd).st_size
+                    finally:
+                        os.close(fd)
+                    if size > 2 * self.max_entries * 400:       # about 400 bytes a line
+                        self._compact()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError as exc:
             self._failed(exc)
             return
         self._failing = False
 
+    def _compact(self) -> None:
+        """Keep the newest ``max_entries`` lines (called under the lock)."""
+        lines = self._lines()[-self.max_entries:]
+        data = "".join(_dumps(x) + "\n" for x in lines).encode()
+        usage.replace_atomically(self.path, data, f".{os.path.basename(self.path)}-")
+
+    def _lines(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return []
+        out = []
+        for text in raw.split(b"\n"):
+            try:
+                out.append(json.loads(text))
+            except ValueError:          # the empty tail, or a line being written
+                continue
+        return out
+
     def read(self, limit: int = RECENT_MAX) -> list[dict]:
         try:
-            rows = self._db().execute("SELECT line FROM recent ORDER BY id DESC LIMIT ?",
-                                      (max(0, min(limit, self.max_entries)),)).fetchall()
-        except (sqlite3.Error, OSError) as exc:
+            lines = self._lines()
+        except OSError as exc:
             self._failed(exc)
             return []
-        return newest_first([json.loads(text) for (text,) in rows])
+        return newest_first(lines)[:max(0, min(limit, self.max_entries))]
 
 
 class MemoryKeyRoutes:
@@ -502,4 +526,4 @@ def _files(cfg, state_dir: str) -> Shared:
                   failures=SharedFailures(os.path.join(state_dir, "billing_failures.json")),
                   model_list=MemoryModelList(), conversations=conversations,
                   close=lambda: None,
-                  recent=FileRecent(os.path.join(state_dir, "recent.sqlite3")))
+                  recent=FileRecent(os.path.join(state_dir, "recent.jsonl")))

@@ -51,7 +51,10 @@ def start_gunicorn(fake_server, tmp_path_factory, name: str, workers: int = 2,
     return Gunicorn(str(path), free_port(), workers=workers, extra_env=env).wait_ready()
 
 
-@pytest.fixture(scope="module")
+# gw, proxy and the silent stream live for the whole session: the stream starts with this
+# module's first test and is checked by its last, which tests/conftest.py moves to the end of
+# the run, so its 65 s pass while the rest of the suite runs instead of idling here
+@pytest.fixture(scope="session")
 def gw(fake_server, tmp_path_factory):
     server = start_gunicorn(fake_server, tmp_path_factory, "nginx-gw")
     yield server
@@ -59,7 +62,7 @@ def gw(fake_server, tmp_path_factory):
     assert "Traceback" not in server.log(), server.log()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def proxy(gw, tmp_path_factory):
     server = Nginx(tmp_path_factory.mktemp("nginx"), gw.port).wait_ready()
     yield server
@@ -112,9 +115,9 @@ class SilentStream(threading.Thread):
         self.elapsed = time.monotonic() - start
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def silent_stream(proxy):
-    """Started before the module's first test, checked by its last one."""
+    """Started before the module's first test, checked by its last one (run last of all)."""
     stream = SilentStream(proxy)
     stream.start()
     yield stream

@@ -1,5 +1,5 @@
 """``/usage/recent`` over a real gunicorn with two workers: the list is one list for both
-(``recent.sqlite3`` beside the usage file), newest first, the access line's fields only."""
+(``recent.jsonl`` beside the usage file), newest first, the access line's fields only."""
 from __future__ import annotations
 
 import os
@@ -58,9 +58,9 @@ def test_recent_lists_both_workers_requests_newest_first(recent_gateway, fake):
         for t in threads:
             t.join(60)
         made += len(threads)
-        if len(workers_with(server, "recent.sqlite3")) == 2:
+        if len(workers_with(server, "recent.jsonl.lock")) == 2:
             break
-    assert len(workers_with(server, "recent.sqlite3")) == 2, "one worker served every call"
+    assert len(workers_with(server, "recent.jsonl.lock")) == 2, "one worker served every call"
     pattern = []
     for i in range(6):                  # then one at a time, in a known order
         if i % 2:

@@ -435,7 +435,7 @@ def recent_backend(request, tmp_path, redis_states):
     if request.param == "redis":
         return lambda: redis_states().recent
     if request.param == "file":
-        return lambda: state.FileRecent(str(tmp_path / "recent.sqlite3"))
+        return lambda: state.FileRecent(str(tmp_path / "recent.jsonl"))
     return _shared(state.MemoryRecent)
 
 
@@ -474,7 +474,7 @@ def test_recent_fields_are_the_access_line_fields():
 
 
 def test_file_recent_never_raises(tmp_path, caplog):
-    recent = state.FileRecent(str(tmp_path / "missing" / "recent.sqlite3"))
+    recent = state.FileRecent(str(tmp_path / "missing" / "recent.jsonl"))
     recent.add(line(1))
     recent.add(line(2))
     assert recent.read() == []
