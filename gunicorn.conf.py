@@ -13,7 +13,9 @@ import tempfile
 # Metrics are summed over the workers through files in one folder (gateway/metrics.py): it must
 # be named before prometheus_client is first imported (by the gateway's modules below), and it
 # starts empty, so a restart does not add the previous run's counts.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ccgw-metrics-"))
+_METRICS_DIR_OURS = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _METRICS_DIR_OURS:           # removed again when gunicorn exits (on_exit)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ccgw-metrics-")
 for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
     os.unlink(_stale)
 
@@ -67,6 +69,13 @@ def on_starting(server):
     server.handle_int = server.handle_term
     server.log.info("effective configuration: %s",
                     json.dumps(_logs.effective(_cfg), ensure_ascii=False))
+
+
+def on_exit(server):
+    """The metrics folder this configuration made goes with the server."""
+    if _METRICS_DIR_OURS:
+        import shutil
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def child_exit(server, worker):
