@@ -405,32 +405,31 @@ class RedisUsage:
     def read(self) -> dict:
         """Every instance's totals plus this process's pending entries; during an outage the
         totals last read instead (never raises)."""
-        self._own()
-        snapshot = self._link.call(self._fetch, lambda: None)
-        with self._lock:
-            if snapshot is not None:
-                self._last = snapshot
-            data = copy.deepcopy(self._last)
-            pending = list(self._pending.values())
-        for entry in pending:
-            usage.apply_entry(data, entry)
-        return data
+        return self._merged(self._fetch, "_last", usage.apply_entry)
 
     def history(self) -> dict:
         """Every instance's per-day models and error counts (the days kept) plus this
         process's pending entries; during an outage the history last read (never raises)."""
+        return self._merged(self._fetch_history, "_last_history", usage.apply_history)
+
+    def _merged(self, fetch, last: str, apply) -> dict:
+        """``fetch``'s snapshot from Redis (remembered in attribute ``last``, which stands in
+        while Redis is unavailable), copied, with this process's pending entries ``apply``-ed."""
         self._own()
-        k = self._k
-        snapshot = self._link.call(lambda r: _history(self._link.script("history")(
-            keys=[f"{k}:days"], args=[f"{k}:daymodels:", f"{k}:dayerrors:"])), lambda: None)
+        snapshot = self._link.call(fetch, lambda: None)
         with self._lock:
             if snapshot is not None:
-                self._last_history = snapshot
-            hist = copy.deepcopy(self._last_history)
+                setattr(self, last, snapshot)
+            out = copy.deepcopy(getattr(self, last))
             pending = list(self._pending.values())
         for entry in pending:
-            usage.apply_history(hist, entry)
-        return hist
+            apply(out, entry)
+        return out
+
+    def _fetch_history(self, _client) -> dict:
+        k = self._k
+        return _history(self._link.script("history")(
+            keys=[f"{k}:days"], args=[f"{k}:daymodels:", f"{k}:dayerrors:"]))
 
     def _fetch(self, _client) -> dict:
         k = self._k

@@ -177,22 +177,22 @@ class UsageStore:
         data = self._load()
         data = data if data is not None else empty()
         split_history(data)
-        with self._thread_lock:
-            pending = list(self._pending)
-        for entry in pending:           # what this worker counted during a disk fault
-            apply_entry(data, entry)
-        return data
+        return self._with_pending(data, apply_entry)
 
     def history(self) -> dict:
         """Per day, each model's counters and the error counts by code (the last
         :data:`HISTORY_DAYS` days), from the same file as :meth:`read`, without locking."""
         data = self._load()
         hist = split_history(data) if data is not None else empty_history()
+        return self._with_pending(hist, apply_history)
+
+    def _with_pending(self, out: dict, apply) -> dict:
+        """``out`` with what this worker counted during a disk fault ``apply``-ed to it."""
         with self._thread_lock:
             pending = list(self._pending)
         for entry in pending:
-            apply_history(hist, entry)
-        return hist
+            apply(out, entry)
+        return out
 
     def _load(self) -> dict | None:
         """The file's totals; an empty structure if it does not exist; None if it is unusable."""
