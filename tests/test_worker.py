@@ -117,6 +117,7 @@ def test_the_gateway_keeps_serving_and_logs_no_traceback(gateway):
 
 from concurrent.futures import ThreadPoolExecutor      # noqa: E402
 import json                                            # noqa: E402
+import os                                              # noqa: E402
 import resource                                        # noqa: E402
 import socket                                          # noqa: E402
 import time                                            # noqa: E402
@@ -283,3 +284,55 @@ def test_slow_but_steady_clients_are_served(exposed):
         assert r.json()["choices"][0]["message"]["content"]
         first, second = kept.result()
         assert first.json() == second.json() == {"status": "ok"}
+
+
+def test_each_worker_raises_its_open_files_limit(fake_server, tmp_path):
+    """Started with the soft limit many hosts give services (1,024), the workers raise theirs
+    to the hard limit (at most 65,536): every connection and upstream call holds a file."""
+    import subprocess
+    import sys
+    import yaml
+    from tests.conftest import ROOT, free_port, gateway_config
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY and hard < 65536 else 65536
+    assert wanted > 1024, "this machine's hard limit leaves nothing to raise"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(gateway_config(fake_server.url, tmp_path)))
+    port = free_port()
+    env = {**os.environ, "GATEWAY_CONFIG": str(path), "HOST": "127.0.0.1", "PORT": str(port),
+           "WEB_CONCURRENCY": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "wsgi:app"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                   and _parent(int(p)) == proc.pid]
+        assert workers, "no worker found"
+        for pid in workers:
+            assert _soft_nofile(pid) == wanted
+        assert _soft_nofile(proc.pid) == 1024         # the master keeps what it was given
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _soft_nofile(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(line for line in f if line.startswith("Max open files"))
+    return int(line.split()[3])
